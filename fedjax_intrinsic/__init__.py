@@ -1,0 +1,1 @@
+"""fedjax-intrinsic: a JAX harness for communication-efficient federated learning."""

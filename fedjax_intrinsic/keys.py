@@ -1,0 +1,57 @@
+"""Every random key of a run, derived in this one place (PAPER.md §2).
+
+All keys come from ``run_key = PRNGKey(config.seed)``:
+
+- ``subspace_key(run_key, t) = fold_in(fold_in(run_key, 0), t)``: the subspace with index t
+  (t = 0 static, t = k for K-subspace, t = e for time-varying). Per-leaf operators fold
+  the leaf index into it (``projections.pytree``).
+- ``round_key(run_key, e) = fold_in(fold_in(run_key, 1), e)`` and
+  ``client_key(round_key, client_id) = fold_in(round_key, client_id)``.
+- ``init_key(run_key) = fold_in(run_key, 2)``: θ0, the same for every method of a run.
+- ``sample_key(run_key, e) = fold_in(fold_in(run_key, 3), e)``: the round's cohort.
+- ``data_key(run_key) = fold_in(run_key, 4)``: partitions and splits.
+- ``sketch_key(run_key) = fold_in(run_key, 5)``: count-sketch hashes.
+
+A reader with the paper who finds a different convention changes it here, once.
+"""
+import jax
+import numpy as np
+
+_SEED, _ROUND, _INIT, _SAMPLE, _DATA, _SKETCH = range(6)
+
+
+def run_key(seed: int) -> jax.Array:
+  return jax.random.PRNGKey(seed)
+
+
+def subspace_key(run_key: jax.Array, t) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(run_key, _SEED), t)
+
+
+def round_key(run_key: jax.Array, e) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(run_key, _ROUND), e)
+
+
+def client_key(round_key: jax.Array, client_id) -> jax.Array:
+  return jax.random.fold_in(round_key, client_id)
+
+
+def init_key(run_key: jax.Array) -> jax.Array:
+  return jax.random.fold_in(run_key, _INIT)
+
+
+def sample_key(run_key: jax.Array, e) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(run_key, _SAMPLE), e)
+
+
+def data_key(run_key: jax.Array) -> jax.Array:
+  return jax.random.fold_in(run_key, _DATA)
+
+
+def sketch_key(run_key: jax.Array) -> jax.Array:
+  return jax.random.fold_in(run_key, _SKETCH)
+
+
+def numpy_rng(key: jax.Array) -> np.random.Generator:
+  """A numpy Generator seeded by a jax key, for host-side draws (partitions, shuffles)."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
