@@ -1,0 +1,70 @@
+"""Federated data sets by name: `get(name, key=data_key, **options) -> FederatedData`.
+
+Data sets (real data only; see each module's docstring for splits, partitions and options):
+- `digits` (offline): scikit-learn's handwritten digits, 100 FetchSGD-style shard clients.
+- `pysource` (offline): next-byte language modelling, one client per stdlib module file.
+- `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
+  data prepared beforehand (`check_available` says how when they are missing).
+
+Options are the loader's keyword arguments (config `data.*` minus `name`); an unknown option is a
+ValueError listing the allowed ones. `key` is the run's data key (`keys.data_key`): it seeds
+partitions and seeded splits through `keys.numpy_rng`.
+"""
+import functools
+import inspect
+from typing import Callable
+
+import jax
+
+from fedjax_intrinsic.data import batching, digits, partitions, pysource, tfds_images
+from fedjax_intrinsic.data.base import FederatedData, TASKS
+
+_LOADERS: dict[str, Callable[..., FederatedData]] = {
+    'digits': digits.load,
+    'pysource': pysource.load,
+    **{name: functools.partial(tfds_images.load, name) for name in tfds_images.SOURCES},
+}
+DATASETS = tuple(_LOADERS)
+
+
+def _loader(name: str) -> Callable[..., FederatedData]:
+  if name not in _LOADERS:
+    raise ValueError(f'data set name={name!r} is invalid; allowed: {", ".join(DATASETS)}')
+  return _LOADERS[name]
+
+
+def options(name: str) -> tuple[str, ...]:
+  """The option names data set `name` accepts (its loader's keyword arguments except key)."""
+  params = inspect.signature(_loader(name)).parameters
+  return tuple(p for p in params if p not in ('key', 'name'))
+
+
+def _check_options(name: str, opts: dict) -> None:
+  allowed = options(name)
+  for k in opts:
+    if k not in allowed:
+      raise ValueError(f'data option {k}={opts[k]!r} is invalid for data set {name!r}; allowed '
+                       f'options: {", ".join(allowed)}')
+
+
+def get(name: str, *, key: jax.Array, **opts) -> FederatedData:
+  """Loads data set `name` with its options; key: the run's data key (keys.data_key)."""
+  loader = _loader(name)
+  _check_options(name, opts)
+  return loader(key=key, **opts)
+
+
+def check_available(name: str, **opts) -> None:
+  """Cheap, before any loading or compilation: raises ValueError (one line, with the remedy) when
+  data set `name` cannot be loaded with these options (unknown option, missing TFDS data, a
+  pysource corpus whose hash differs from `expected_sha256`)."""
+  _loader(name)
+  _check_options(name, opts)
+  if name in tfds_images.SOURCES:
+    tfds_images.check_available(name, data_dir=opts.get('data_dir'), tfds_name=opts.get('tfds_name'))
+  elif name == 'pysource':
+    pysource.check_available(**opts)
+
+
+__all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',
+           'partitions']
