@@ -11,13 +11,15 @@ All keys come from ``run_key = PRNGKey(config.seed)``:
 - ``sample_key(run_key, e) = fold_in(fold_in(run_key, 3), e)``: the round's cohort.
 - ``data_key(run_key) = fold_in(run_key, 4)``: partitions and splits.
 - ``sketch_key(run_key) = fold_in(run_key, 5)``: count-sketch hashes.
+- ``subspace_choice_key(run_key, e) = fold_in(fold_in(run_key, 6), e)``: the K-subspace method's
+  seeded random choice of round e's subspace (a project extension; PAPER.md §3 names the option).
 
 A reader with the paper who finds a different convention changes it here, once.
 """
 import jax
 import numpy as np
 
-_SEED, _ROUND, _INIT, _SAMPLE, _DATA, _SKETCH = range(6)
+_SEED, _ROUND, _INIT, _SAMPLE, _DATA, _SKETCH, _SUBSPACE_CHOICE = range(7)
 
 
 def run_key(seed: int) -> jax.Array:
@@ -50,6 +52,10 @@ def data_key(run_key: jax.Array) -> jax.Array:
 
 def sketch_key(run_key: jax.Array) -> jax.Array:
   return jax.random.fold_in(run_key, _SKETCH)
+
+
+def subspace_choice_key(run_key: jax.Array, e) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(run_key, _SUBSPACE_CHOICE), e)
 
 
 def numpy_rng(key: jax.Array) -> np.random.Generator:

@@ -1,0 +1,65 @@
+"""The byte ledger: what travelled up and down, counted from the arrays themselves.
+
+Upload: every real participant sends its payload (and, with a second exchange, its second payload);
+their bytes are the arrays' `size x itemsize` (`tree_bytes` of their shapes, which are static).
+Download: staleness-aware. The ledger remembers the round whose broadcast each client last received
+(`held_round`, 1 for a fresh client, which holds θ0 and the run's seed); a participant downloads what
+the method's `download_bytes` says it needs to catch up (and the second exchange's request, if any).
+Ratios are relative to uncompressed training of the same model on the same cohorts: 4·D bytes up and
+4·D bytes down per participant per round (float32 θ and gradient).
+"""
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ByteLedger:
+  """Per-client last-sync table and running byte totals (host-side numpy, int64 bytes)."""
+  num_clients: int
+  dense_bytes: int                     # 4·D: one float32 model or gradient
+  held_round: np.ndarray = None        # int64[num_clients]; 1 = fresh
+  up: int = 0
+  down: int = 0
+  dense_up: int = 0
+  dense_down: int = 0
+
+  def __post_init__(self):
+    if self.held_round is None:
+      self.held_round = np.ones(self.num_clients, np.int64)
+
+  def record_round(self, round_num: int, client_ids: np.ndarray, upload_per_client: int,
+                   download_per_client: np.ndarray) -> dict:
+    """Adds one round's traffic for the real clients of `client_ids`; returns this round's figures.
+
+    download_per_client: int64[C] from the method's `download_bytes` (padding clients ignored).
+    """
+    ids = np.asarray(client_ids)
+    real = ids >= 0
+    n = int(real.sum())
+    up = n * int(upload_per_client)
+    down = int(np.asarray(download_per_client, np.int64)[real].sum())
+    self.up += up
+    self.down += down
+    self.dense_up += n * self.dense_bytes
+    self.dense_down += n * self.dense_bytes
+    self.held_round[ids[real]] = round_num   # they now hold this round's broadcast
+    return {'bytes_up': up, 'bytes_down': down, 'bytes_total': up + down,
+            'cum_bytes_up': self.up, 'cum_bytes_down': self.down,
+            'cum_bytes_total': self.up + self.down, **self.ratios()}
+
+  def ratios(self) -> dict:
+    """Compression ratios so far, relative to uncompressed training on the same cohorts."""
+    ratio = lambda ref, ours: float(ref / ours) if ours else float('inf')
+    return {'upload_compression': ratio(self.dense_up, self.up),
+            'download_compression': ratio(self.dense_down, self.down),
+            'overall_compression': ratio(self.dense_up + self.dense_down, self.up + self.down)}
+
+  def state_dict(self) -> dict:
+    return {'held_round': self.held_round.copy(), 'up': self.up, 'down': self.down,
+            'dense_up': self.dense_up, 'dense_down': self.dense_down}
+
+  def load_state_dict(self, state: dict) -> None:
+    self.held_round = np.asarray(state['held_round'], np.int64).copy()
+    for field in ('up', 'down', 'dense_up', 'dense_down'):
+      setattr(self, field, int(state[field]))

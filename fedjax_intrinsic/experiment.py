@@ -1,0 +1,246 @@
+"""config → data, model, method → rounds → metrics.jsonl, config.json, summary.json.
+
+Files in the workdir:
+- `config.json`: the config as run.
+- `metrics.jsonl`: one JSON line per round, appended and flushed as the round ends: `round`,
+  `train_loss`, byte counts of the round and cumulative, compression ratios, eval metrics
+  (`test_*`, `val_*`) on evaluation rounds, and timing fields, all named `time_*` (the only fields
+  that differ between two runs of the same config and seed).
+- `summary.json` (written atomically at the end, or when the run diverges): final metrics, totals,
+  status ('finished' | 'diverged' with the round), git commit, package versions, backend, devices.
+"""
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fedjax_intrinsic import algorithms, comm, config as config_lib, keys, models, simulation
+from fedjax_intrinsic import data as data_lib
+from fedjax_intrinsic.algorithms.base import tree_bytes
+from fedjax_intrinsic.data import batching
+
+
+@contextlib.contextmanager
+def _as_config_error():
+  """Bad options found while building data, model or method are config errors (exit code 2)."""
+  try:
+    yield
+  except config_lib.ConfigError:
+    raise
+  except (ValueError, TypeError) as e:
+    raise config_lib.ConfigError(str(e).splitlines()[0]) from e
+
+
+class Experiment:
+  """Everything a run is built from, made once from a validated config (no rounds run yet)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    config_lib.validate(config)
+    self.config = config
+    self.run_key = keys.run_key(config.seed)
+    data_options = {k: v for k, v in config.data.items() if k != 'name'}
+    config_lib.check_resources(config)
+    with _as_config_error():
+      self.data = data_lib.get(config.data.name, key=keys.data_key(self.run_key), **data_options)
+    if config.clients_per_round > self.data.num_clients:
+      raise config_lib.ConfigError(
+          f'clients_per_round={config.clients_per_round} is invalid; allowed: at most the '
+          f'{self.data.num_clients} clients of data set {config.data.name!r}')
+    x_shape = self.data.example_spec['x'][0]
+    model_options = {k: v for k, v in config.model.items() if k != 'name'}
+    with _as_config_error():
+      self.model = models.get(config.model.name, input_shape=tuple(x_shape),
+                              num_classes=self.data.num_classes, **model_options)
+    self.params0 = jax.jit(self.model.init)(keys.init_key(self.run_key))
+    self.num_params = models.num_params(self.params0)
+    ctx = algorithms.BuildContext(
+        model=self.model, params0=self.params0, run_key=self.run_key,
+        server_optimizer=config_lib.server_optimizer(config.server, config.rounds),
+        client_lr=config.client.lr, num_clients=self.data.num_clients, num_rounds=config.rounds,
+        server_optimizer_stateless=config_lib.server_optimizer_is_stateless(config.server))
+    with _as_config_error():
+      self.algorithm = algorithms.get(config.method.name, config.method, ctx)
+    sim = config.simulation
+    self.batch_size = config.client.batch_size or int(self.data.client_sizes.max())
+    self.num_steps = config.client.local_steps or batching.steps_for_epochs(
+        self.data, self.batch_size, config.client.local_epochs)
+    # Local epochs: that many passes; a fixed number of steps over the whole data (batch_size 0):
+    # one pass; a fixed number of steps of smaller batches: fill every step (passes repeat).
+    c = config.client
+    self.epochs = c.local_epochs or (1 if c.batch_size == 0 else None)
+    self.cohort_size = simulation.padded_cohort_size(
+        config.clients_per_round, sim.client_parallelism, sim.clients_per_chunk)
+    self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
+                                           sim.clients_per_chunk, sim.cohort_shortcut)
+    client_state0 = self.algorithm.init_client(self.params0)
+    config_lib.check_client_memory(
+        config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1),
+        self.data.num_clients)
+    self.clients = simulation.ClientStateStore(client_state0, self.data.num_clients)
+    self.evaluator = models.make_evaluator(self.model, config.eval_batch_size)
+
+  def cohort(self, round_num: int) -> np.ndarray:
+    """i32[cohort_size]: the round's sampled client ids (seeded), then −1 for padding clients."""
+    rng = keys.numpy_rng(keys.sample_key(self.run_key, round_num))
+    ids = rng.choice(self.data.num_clients, self.config.clients_per_round, replace=False)
+    pad = self.cohort_size - len(ids)
+    return np.concatenate([ids, -np.ones(pad, ids.dtype)]).astype(np.int32)
+
+  def round_inputs(self, round_num: int, client_ids: np.ndarray) -> dict:
+    """The padded batches and aggregation weights of one round (host-side numpy)."""
+    rng = keys.numpy_rng(keys.round_key(self.run_key, round_num))
+    batches = batching.client_batches(self.data, client_ids, batch_size=self.batch_size,
+                                      num_steps=self.num_steps, rng=rng, epochs=self.epochs)
+    weights = simulation.aggregation_weights(batches.pop('num_examples'), client_ids,
+                                             self.config.server.weighting)
+    return batches, weights
+
+  def upload_bytes_per_client(self, server_state) -> int:
+    """Bytes one client sends in a round: its payload (and second payload), from shapes alone."""
+    alg = self.algorithm
+    one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                             self.round_inputs(1, self.cohort(1))[0])
+    bc = jax.eval_shape(alg.broadcast, server_state)
+    cstate = jax.eval_shape(lambda: alg.init_client(self.params0))
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    payload = jax.eval_shape(alg.client_update, bc, cstate, one_batch, key)[0]
+    total = tree_bytes(payload)
+    if alg.query is not None:
+      agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
+                                                   jnp.ones((1,))), payload)
+      request = jax.eval_shape(alg.query, server_state, agg)
+      total += tree_bytes(jax.eval_shape(alg.respond, bc, request, cstate, one_batch, key)[0])
+    return total
+
+  def request_bytes(self, server_state) -> int:
+    """Bytes of the second exchange's request, downloaded by every participant (0 without one)."""
+    alg = self.algorithm
+    if alg.query is None:
+      return 0
+    bc = jax.eval_shape(alg.broadcast, server_state)
+    cstate = jax.eval_shape(lambda: alg.init_client(self.params0))
+    one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                             self.round_inputs(1, self.cohort(1))[0])
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    payload = jax.eval_shape(alg.client_update, bc, cstate, one_batch, key)[0]
+    agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
+                                                 jnp.ones((1,))), payload)
+    return tree_bytes(jax.eval_shape(alg.query, server_state, agg))
+
+  def init_state(self):
+    """The server state before round 1 (and a fresh byte ledger)."""
+    state = jax.jit(self.algorithm.init)(self.params0)
+    self.ledger = comm.ByteLedger(self.data.num_clients, tree_bytes(self.params0))
+    self.upload_per_client = self.upload_bytes_per_client(state)
+    self.request_per_client = self.request_bytes(state)
+    return state
+
+  def run_round(self, state, round_num: int, client_ids: Optional[np.ndarray] = None):
+    """Runs round `round_num` on its sampled cohort (or on `client_ids`); returns (state, line).
+
+    line: {'round', 'train_loss', bytes of the round and cumulative, compression ratios}.
+    """
+    ids = self.cohort(round_num) if client_ids is None else np.asarray(client_ids, np.int32)
+    batches, weights = self.round_inputs(round_num, ids)
+    held = self.ledger.held_round[np.maximum(ids, 0)]
+    down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
+    down = down + self.request_per_client
+    result = self.round_fn(state, self.clients.gather(ids), batches, jnp.asarray(weights),
+                           jnp.asarray(ids), keys.round_key(self.run_key, round_num))
+    self.clients.scatter(ids, result.client_states)
+    line = {'round': round_num, 'train_loss': float(result.metrics['loss'])}
+    line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down))
+    return result.server_state, line
+
+  def evaluate(self, params) -> dict:
+    out = {}
+    for split, prefix in ((self.data.test, 'test_'), (self.data.validation, 'val_')):
+      if split is not None and len(next(iter(split.values()))):
+        out.update({prefix + k: float(v) for k, v in self.evaluator(params, split).items()})
+    return out
+
+
+def _atomic_write_json(path: str, obj: Any) -> None:
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (np.floating,)):
+    return float(x)
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  return str(x)
+
+
+def environment() -> dict:
+  """Git commit, package versions, backend and devices: what a summary records about the run."""
+  import importlib.metadata as md
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    commit = ''
+  versions = {}
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'ml-collections', 'tensorflow-datasets'):
+    try:
+      versions[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      versions[pkg] = None
+  return {'git_commit': commit or None, 'versions': versions, 'python': sys.version.split()[0],
+          'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()]}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        progress: Optional[Callable[[dict], None]] = None) -> dict:
+  """Runs the experiment, writing metrics as it goes; returns the summary dict."""
+  t_start = time.time()
+  exp = Experiment(config)
+  os.makedirs(workdir, exist_ok=True)
+  _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  alg = exp.algorithm
+  state = exp.init_state()
+  status, diverged_round, last = 'finished', None, {}
+  with open(metrics_path, 'w') as out:
+    for e in range(1, config.rounds + 1):
+      t0 = time.time()
+      state, line = exp.run_round(state, e)
+      line['time_round_s'] = time.time() - t0
+      if not math.isfinite(line['train_loss']):
+        status, diverged_round = 'diverged', e
+      if e % config.eval_every == 0 or e == config.rounds or status == 'diverged':
+        t1 = time.time()
+        line.update(exp.evaluate(alg.model_params(state)))
+        line['time_eval_s'] = time.time() - t1
+      line['time_wall_s'] = time.time() - t_start
+      out.write(json.dumps(line, default=_json_default) + '\n')
+      out.flush()
+      last.update(line)
+      if progress is not None:
+        progress(line)
+      if status == 'diverged':
+        break
+  summary = {
+      'status': status, 'diverged_round': diverged_round, 'rounds_run': last.get('round', 0),
+      'num_params': exp.num_params, 'method': config.method.name,
+      'final': {k: v for k, v in last.items() if not k.startswith('time_')},
+      'upload_bytes_per_client': exp.upload_per_client,
+      'time_total_s': time.time() - t_start, **environment()}
+  _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
