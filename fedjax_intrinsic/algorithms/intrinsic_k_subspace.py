@@ -1,0 +1,137 @@
+"""`intrinsic_k_subspace`: K fixed random subspaces used in turn (PAPER.md §3, algorithm 2).
+
+θ = θ0 + Σ_k A_k z_k, A_k from `keys.subspace_key(run_key, k)`, k = 0 … K−1. Round e trains
+subspace k(e) = (e − 1) mod K (`method.subspace_order='cyclic'`), or a seeded random choice
+(`'random'`, from `keys.subspace_choice_key(run_key, e)`); clients derive k(e) from the seed.
+Up:   Δz of the active subspace, d float32 per client (or bf16 / int8 + scale).
+Down: the z_k that changed since the client last synchronised (all updated ones for a fresh
+      client): d floats each, or θ itself (D floats) when that is smaller — Σ_e min(d·min(e−1, K), D)
+      for clients that are fresh every round (PAPER.md §4).
+State: server z: f32[K, d], one optimiser state per subspace (only the active one steps);
+       clients keep the z_k they downloaded (K·d floats). No client state in the simulation.
+"""
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedjax_intrinsic import keys
+from fedjax_intrinsic.algorithms import base, intrinsic
+
+ORDERS = ('cyclic', 'random')
+
+
+class ServerState(NamedTuple):
+  round: jax.Array     # i32[]
+  z: jax.Array         # f32[K, d]
+  opt_state: Any       # per-subspace optimiser states, leaves [K, ...]
+  theta0: jax.Array    # f32[D]
+  op_states: Any       # the K subspaces' random states, leaves [K, ...]
+
+
+class Broadcast(NamedTuple):
+  theta: jax.Array     # f32[D]: θ0 + Σ_k A_k z_k
+  op_state: Any        # the active subspace's random state
+
+
+def default_config() -> dict:
+  return {**intrinsic.default_config(), 'num_subspaces': 4, 'subspace_order': 'cyclic'}
+
+
+def validate(config) -> None:
+  from fedjax_intrinsic.config import ConfigError
+  intrinsic.validate(config)
+  K = config.method.num_subspaces
+  if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+    raise ConfigError(f'method.num_subspaces={K!r} is invalid; allowed: an integer K >= 1')
+  if config.method.subspace_order not in ORDERS:
+    raise ConfigError(f'method.subspace_order={config.method.subspace_order!r} is invalid; '
+                      f'allowed: {", ".join(ORDERS)}')
+
+
+def subspace_schedule(method_config, run_key, num_rounds: int) -> np.ndarray:
+  """int32[num_rounds + 2]: entry e is round e's subspace (entry 0 unused)."""
+  K = method_config.num_subspaces
+  rounds = np.arange(num_rounds + 2)
+  if method_config.subspace_order == 'cyclic':
+    return ((rounds - 1) % K).astype(np.int32)
+  draw = jax.vmap(lambda e: jax.random.randint(keys.subspace_choice_key(run_key, e), (), 0, K))
+  return np.asarray(draw(jnp.asarray(rounds)), np.int32)
+
+
+def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
+  sub = intrinsic.subspaces(method_config, ctx)
+  K = method_config.num_subspaces
+  opt = ctx.server_optimizer
+  payload_dtype = method_config.payload_dtype
+  schedule = subspace_schedule(method_config, ctx.run_key, ctx.num_rounds)
+  schedule_j = jnp.asarray(schedule)
+
+  def theta(z, theta0, op_states):
+    lifted = jax.vmap(sub.op.lift)(op_states, z)          # [K, D]
+    return theta0 + jnp.sum(lifted, axis=0)
+
+  def init(params0):
+    z = jnp.zeros((K, sub.d), jnp.float32)
+    opt_state = jax.vmap(opt.init)(z)
+    op_states = jax.vmap(sub.state)(jnp.arange(K))
+    return ServerState(jnp.ones((), jnp.int32), z, opt_state, intrinsic.flat(params0), op_states)
+
+  def active(state):
+    return schedule_j[state.round]
+
+  def broadcast(state):
+    k = active(state)
+    return Broadcast(theta(state.z, state.theta0, state.op_states),
+                     jax.tree.map(lambda s: s[k], state.op_states))
+
+  def client_update(bc, cstate, batches, key):
+    delta_z, metrics = intrinsic.client_train(ctx, sub, bc.theta, bc.op_state, batches)
+    return intrinsic.encode(delta_z, payload_dtype, key), cstate, metrics
+
+  def server_update(state, agg, second=None):
+    del second
+    k = active(state)
+    opt_k = jax.tree.map(lambda s: s[k], state.opt_state)
+    z_k, opt_k = base.server_step(opt, state.z[k], opt_k, agg)
+    opt_state = jax.tree.map(lambda s, n: s.at[k].set(n), state.opt_state, opt_k)
+    return state._replace(round=state.round + 1, z=state.z.at[k].set(z_k), opt_state=opt_state)
+
+  def changed(round_now: int, held_round: int) -> np.ndarray:
+    """The subspaces updated in rounds held_round … round_now − 1, sorted."""
+    return np.unique(schedule[held_round:round_now])
+
+  def download_bytes(state, held_rounds):
+    e = int(state.round)
+    n = np.array([len(changed(e, int(h))) for h in np.ravel(held_rounds)], np.int64)
+    return intrinsic.floats_bytes(np.minimum(n * sub.d, sub.D)).reshape(np.shape(held_rounds))
+
+  def catch_up(state, held_round):
+    ks = changed(int(state.round), int(held_round))
+    if len(ks) * sub.d >= sub.D and len(ks):
+      return {'theta': theta(state.z, state.theta0, state.op_states)}
+    return {'z': state.z[jnp.asarray(ks, jnp.int32)]}   # [n, d]; which k each is, clients derive
+
+  def rebuild(held_state, payload, held_round, round_now):
+    if 'theta' in payload:
+      return sub.unravel(payload['theta'])
+    ks = changed(round_now, held_round)
+    z = held_state.z.at[jnp.asarray(ks, jnp.int32)].set(payload['z']) if len(ks) else held_state.z
+    op_states = jax.vmap(sub.state)(jnp.arange(K))        # every client derives them from the seed
+    return sub.unravel(theta(z, intrinsic.flat(ctx.params0), op_states))
+
+  return base.FederatedAlgorithm(
+      name='intrinsic_k_subspace',
+      init=init,
+      init_client=lambda params0: (),
+      broadcast=broadcast,
+      client_update=client_update,
+      aggregate=intrinsic.aggregate,
+      server_update=server_update,
+      model_params=lambda state: sub.unravel(theta(state.z, state.theta0, state.op_states)),
+      download_bytes=download_bytes,
+      catch_up=catch_up,
+      rebuild=rebuild,
+      cohort_shortcut=payload_dtype == 'float32',
+  )

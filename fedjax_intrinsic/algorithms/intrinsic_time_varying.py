@@ -1,0 +1,138 @@
+"""`intrinsic_time_varying`: a fresh random subspace every round (PAPER.md §3, algorithm 3).
+
+Round e uses A_e from `keys.subspace_key(run_key, t(e))` with t(e) = e (`method.resample_every = 1`,
+the paper's method; N > 1 keeps each subspace N rounds, t(e) = ⌈e / N⌉; 0 keeps t = 0 throughout, an
+ablation that equals the static method under server SGD): θ_e = θ_{e−1} + u_e, u_e = opt(A_e Δz̄_e): the
+server keeps θ and its optimiser state in θ-space and applies the optimiser to the lifted mean.
+Up:   Δz of round e's subspace, d float32 per client (or bf16 / int8 + scale).
+Down: what rebuilds θ_{e−1} by replaying the server's deterministic rule on the history of mean Δz̄
+      (the subspaces clients derive themselves): with a stateless server optimiser (plain SGD at a
+      constant rate) from the client's last synchronised θ, the Δz̄ of the rounds it missed; with a
+      stateful one (momentum, Adam, schedules) from θ0, all Δz̄ of rounds 1 … e−1; or θ_{e−1} itself
+      (D floats), whichever is smaller: Σ_e min(d·(e−1), D) for clients fresh every round.
+State: server θ: f32[D], optimiser state in θ-space, and a ring buffer of the last
+       R = min(⌈D/d⌉, rounds) mean Δz̄ (beyond R rounds θ is always the smaller catch-up), so shapes
+       are static and the round compiles once. No client state.
+"""
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedjax_intrinsic.algorithms import base, intrinsic
+
+
+class ServerState(NamedTuple):
+  round: jax.Array     # i32[]: the round about to run
+  params: jax.Array    # f32[D]: θ_{round−1}, raveled
+  opt_state: Any       # server optimiser state, θ-space
+  history: jax.Array   # f32[R, d]: mean Δz̄ of round r at row (r − 1) mod R
+  theta0: jax.Array    # f32[D]
+  op_state: Any        # the random state of this round's subspace (derived from the seed)
+
+
+class Broadcast(NamedTuple):
+  theta: jax.Array
+  op_state: Any
+
+
+def default_config() -> dict:
+  return {**intrinsic.default_config(), 'resample_every': 1}
+
+
+def validate(config) -> None:
+  from fedjax_intrinsic.config import ConfigError
+  intrinsic.validate(config)
+  n = config.method.resample_every
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ConfigError(f'method.resample_every={n!r} is invalid; allowed: an integer >= 0 (1 = a '
+                      'new subspace every round, the paper\'s method; 0 = never, subspace 0 '
+                      'throughout, which is the static method with a θ-space server)')
+
+
+def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
+  sub = intrinsic.subspaces(method_config, ctx)
+  opt = ctx.server_optimizer
+  stateless = ctx.server_optimizer_stateless
+  payload_dtype = method_config.payload_dtype
+  ring = max(1, min(math.ceil(sub.D / sub.d), ctx.num_rounds))
+  every = method_config.resample_every
+
+  def subspace_of_round(e):
+    """t(e): the index of round e's subspace."""
+    return 0 * e if every == 0 else (e + every - 1) // every
+
+  def state_of_round(e):
+    return sub.state(subspace_of_round(e))
+
+  def apply_round(params, opt_state, mean_dz, op_state):
+    """The server's rule for one round, which clients replay: θ ← θ + opt(A_e Δz̄_e)."""
+    return base.server_step(opt, params, opt_state, sub.op.lift(op_state, mean_dz))
+
+  apply_round_jit = jax.jit(apply_round)
+  state_of_round_jit = jax.jit(state_of_round)
+
+  def init(params0):
+    theta0 = intrinsic.flat(params0)
+    return ServerState(jnp.ones((), jnp.int32), theta0, opt.init(theta0),
+                       jnp.zeros((ring, sub.d), jnp.float32), theta0, state_of_round(1))
+
+  def client_update(bc, cstate, batches, key):
+    delta_z, metrics = intrinsic.client_train(ctx, sub, bc.theta, bc.op_state, batches)
+    return intrinsic.encode(delta_z, payload_dtype, key), cstate, metrics
+
+  def server_update(state, agg, second=None):
+    del second
+    params, opt_state = apply_round(state.params, state.opt_state, agg, state.op_state)
+    history = state.history.at[(state.round - 1) % ring].set(agg)
+    return ServerState(state.round + 1, params, opt_state, history, state.theta0,
+                       state_of_round(state.round + 1))
+
+  def replay_rounds(round_now: int, held_round: int) -> tuple[int, int]:
+    """(first round to replay, count) for a client holding `held_round` at round `round_now`."""
+    first = held_round if stateless else 1
+    return first, round_now - first
+
+  def download_bytes(state, held_rounds):
+    e = int(state.round)
+    n = np.array([replay_rounds(e, int(h))[1] for h in np.ravel(held_rounds)], np.int64)
+    return intrinsic.floats_bytes(np.minimum(n * sub.d, sub.D)).reshape(np.shape(held_rounds))
+
+  def catch_up(state, held_round):
+    e = int(state.round)
+    first, n = replay_rounds(e, int(held_round))
+    if n * sub.d >= sub.D and n:
+      return {'theta': state.params}
+    rows = (np.arange(first, e) - 1) % ring
+    return {'delta_z': state.history[jnp.asarray(rows, jnp.int32)]}    # [n, d], rounds first … e−1
+
+  def rebuild(held_state, payload, held_round, round_now):
+    if 'theta' in payload:
+      return sub.unravel(payload['theta'])
+    first, n = replay_rounds(round_now, held_round)
+    if stateless:   # the client kept θ of its last sync; a stateless rule needs nothing else
+      params, opt_state = held_state.params, opt.init(held_state.params)
+    else:           # replay from θ0
+      theta0 = intrinsic.flat(ctx.params0)
+      params, opt_state = theta0, opt.init(theta0)
+    for i, r in enumerate(range(first, first + n)):
+      params, opt_state = apply_round_jit(params, opt_state, payload['delta_z'][i],
+                                          state_of_round_jit(r))
+    return sub.unravel(params)
+
+  return base.FederatedAlgorithm(
+      name='intrinsic_time_varying',
+      init=init,
+      init_client=lambda params0: (),
+      broadcast=lambda state: Broadcast(state.params, state.op_state),
+      client_update=client_update,
+      aggregate=intrinsic.aggregate,
+      server_update=server_update,
+      model_params=lambda state: sub.unravel(state.params),
+      download_bytes=download_bytes,
+      catch_up=catch_up,
+      rebuild=rebuild,
+      cohort_shortcut=payload_dtype == 'float32',
+  )

@@ -1,0 +1,145 @@
+"""The three intrinsic methods: PAPER.md §3 identities, catch-up rebuild, §4 byte formulas."""
+import math
+
+import numpy as np
+import pytest
+
+from fedjax_intrinsic.config import ConfigError, validate
+from tests.algorithms.helpers import assert_close, flat, run
+
+INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
+D_LOGREG = 650   # logistic regression on 8x8 digits, 10 classes
+
+
+@pytest.mark.parametrize('method', INTRINSIC)
+def test_identity_projection_equals_uncompressed(make_digits_config, method):
+  """d = D with the identity operator: every intrinsic method is uncompressed SGD."""
+  ref = run(make_digits_config('uncompressed'))[1]
+  exp, state, _, _ = run(make_digits_config(method, projection='identity', d=D_LOGREG))
+  assert_close(exp.algorithm.model_params(state), ref.params, rtol=1e-5)
+
+
+def test_one_subspace_equals_static(make_digits_config):
+  static = run(make_digits_config('intrinsic_static', d=64))
+  k1 = run(make_digits_config('intrinsic_k_subspace', d=64, num_subspaces=1))
+  assert_close(k1[0].algorithm.model_params(k1[1]), static[0].algorithm.model_params(static[1]))
+
+
+def test_constant_time_varying_equals_static(make_digits_config):
+  static = run(make_digits_config('intrinsic_static', d=64))
+  tv = run(make_digits_config('intrinsic_time_varying', d=64, resample_every=0))
+  assert_close(tv[0].algorithm.model_params(tv[1]), static[0].algorithm.model_params(static[1]))
+
+
+def test_time_varying_leaves_the_subspace(make_digits_config):
+  """With a fresh subspace per round θ − θ0 spans more than d directions; static stays in one."""
+  exp, state, _, _ = run(make_digits_config('intrinsic_time_varying', d=8, rounds=3))
+  moved = flat(exp.algorithm.model_params(state)) - flat(exp.params0)
+  static_exp, static_state, _, _ = run(make_digits_config('intrinsic_static', d=8, rounds=3))
+  assert np.linalg.norm(moved) > 0
+  # Project the time-varying move on the static subspace: it must not lie inside it.
+  import projections as P
+  sub = P.get('fastfood', D=D_LOGREG, d=8)
+  op_state = static_state.op_state
+  basis = np.stack([np.asarray(sub.lift(op_state, np.eye(8, dtype=np.float32)[i])) for i in range(8)], 1)
+  coef, *_ = np.linalg.lstsq(basis, moved, rcond=None)
+  assert np.linalg.norm(basis @ coef - moved) > 0.1 * np.linalg.norm(moved)
+
+
+@pytest.mark.parametrize('method,extra', [
+    ('intrinsic_static', {}),
+    ('intrinsic_k_subspace', {'num_subspaces': 3}),
+    ('intrinsic_time_varying', {}),
+])
+@pytest.mark.parametrize('optimizer', ['sgd', 'momentum'])
+def test_catch_up_rebuilds_server_theta(make_digits_config, method, extra, optimizer):
+  """For every held round h, rebuild(catch_up(state_e, h)) == θ_e, and its bytes are counted."""
+  c = make_digits_config(method, d=32, rounds=5, **extra)
+  c.server.optimizer = optimizer
+  c.server.momentum = 0.9 if optimizer == 'momentum' else 0.0
+  exp, final, states, _ = run(c)
+  alg = exp.algorithm
+  states = states + [final]
+  e = len(states)          # the round about to run after the last one
+  theta = alg.model_params(final)
+  for h in range(1, e + 1):
+    payload = alg.catch_up(final, h)
+    assert_close(theta, alg.rebuild(states[h - 1], payload, h, e), rtol=1e-5)
+    nbytes = sum(np.asarray(x).nbytes for x in __import__('jax').tree.leaves(payload))
+    assert nbytes == int(alg.download_bytes(final, np.array([h]))[0])
+
+
+def _fresh_cohorts(C, E):
+  return [np.arange(C * (e - 1), C * e, dtype=np.int32) for e in range(1, E + 1)]
+
+
+@pytest.mark.parametrize('method,d,K,stateless', [
+    ('intrinsic_static', 64, None, True),
+    ('intrinsic_k_subspace', 64, 3, True),
+    ('intrinsic_k_subspace', 300, 4, True),       # min(d·min(e−1, K), D) hits D
+    ('intrinsic_time_varying', 64, None, True),
+    ('intrinsic_time_varying', 200, None, False),  # stateful server: replays from θ0; hits D
+])
+def test_bytes_match_paper_formulas(make_digits_config, method, d, K, stateless):
+  """PAPER.md §4 with fresh participants every round, plus one returning client."""
+  C, E = 4, 6
+  extra = {'num_subspaces': K} if K else {}
+  c = make_digits_config(method, d=d, rounds=E + 1, clients_per_round=C, **extra)
+  if not stateless:
+    c.server.optimizer, c.server.momentum = 'momentum', 0.9
+  cohorts = _fresh_cohorts(C, E)
+  returning = cohorts[1][0]                        # took part in round 2
+  cohorts.append(np.array([returning] + list(range(C * E, C * E + C - 1)), np.int32))
+  exp, _, _, lines = run(c, cohorts)
+  D = D_LOGREG
+  for e, line in enumerate(lines[:E], start=1):
+    assert line['bytes_up'] == C * d * 4
+    if method == 'intrinsic_static':
+      floats = d
+    elif method == 'intrinsic_k_subspace':
+      floats = min(d * min(e - 1, K), D)
+    else:
+      floats = min(d * (e - 1), D)
+    assert line['bytes_down'] == C * floats * 4, (e, line['bytes_down'], C * floats * 4)
+  # Round E+1: one client returning from round 2, C-1 fresh ones.
+  e = E + 1
+  if method == 'intrinsic_static':
+    back, fresh = d, d
+  elif method == 'intrinsic_k_subspace':
+    back, fresh = min(d * min(e - 2, K), D), min(d * min(e - 1, K), D)
+  else:
+    replay = (e - 2) if stateless else (e - 1)
+    back, fresh = min(d * replay, D), min(d * (e - 1), D)
+  assert lines[E]['bytes_down'] == (back + (C - 1) * fresh) * 4
+
+
+@pytest.mark.parametrize('payload_dtype,per_client', [('bfloat16', 2 * 64), ('int8', 64 + 4)])
+def test_quantised_payload_bytes_and_learning_signal(make_digits_config, payload_dtype, per_client):
+  c = make_digits_config('intrinsic_static', d=64, payload_dtype=payload_dtype, clients_per_round=5)
+  exp, state, _, lines = run(c)
+  assert lines[0]['bytes_up'] == 5 * per_client
+  ref = run(make_digits_config('intrinsic_static', d=64, clients_per_round=5))
+  # Quantisation perturbs, but the update stays close to the float32 one.
+  assert_close(ref[1].z, state.z, rtol=0.1)
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('d', 0, 'method.d'), ('projection', 'nope', 'method.projection'),
+    ('payload_dtype', 'float8', 'method.payload_dtype')])
+def test_bad_fields_rejected(make_digits_config, field, value, match):
+  c = make_digits_config('intrinsic_static')
+  c.method[field] = value
+  with pytest.raises(ConfigError, match=match):
+    validate(c)
+
+
+def test_d_above_D_rejected_before_compilation(make_digits_config):
+  from fedjax_intrinsic import experiment
+  with pytest.raises(ConfigError, match='method.d'):
+    experiment.Experiment(make_digits_config('intrinsic_static', d=D_LOGREG + 1))
+
+
+def test_k_below_one_rejected(make_digits_config):
+  c = make_digits_config('intrinsic_k_subspace', num_subspaces=0)
+  with pytest.raises(ConfigError, match='method.num_subspaces'):
+    validate(c)
