@@ -1,0 +1,53 @@
+"""Models: flax modules wrapped as `Model`s of pure functions, their losses, metrics and evaluation.
+
+    model = models.get('mlp', input_shape=(8, 8, 1), num_classes=10, hidden=(128,))
+    params = model.init(key)                             # float32 pytree, 'params' collection only
+    loss = models.weighted_loss(model, params, batch)    # the training objective (masked mean)
+    evaluate = models.make_evaluator(model, batch_size)  # compiled once, reused every round
+    metrics = evaluate(params, split)                    # {'loss', 'accuracy'[, 'perplexity']}
+
+Registry (name: options and their defaults; see each family's module docstring):
+- logreg: none.                                                            (linear.py)
+- mlp: hidden=(128,).                                                      (linear.py)
+- cnn: features=(32, 64), dense=(128,), norm='group', num_groups=8, conv_impl='auto'.   (cnn.py)
+- resnet9: num_groups=32, norm='group', logit_scale=0.125, conv_impl='auto'.          (resnet.py)
+- transformer_lm: num_layers=2, d_model=64, num_heads=4, d_ff=256, tie_embeddings=True;
+  input_shape=(seq_len,), num_classes=vocab size.                          (transformer.py)
+"""
+import inspect
+
+from fedjax_intrinsic.models import base, cnn, linear, resnet, transformer
+from fedjax_intrinsic.models.base import (
+    TASKS, Model, Params, evaluate, example_weights, make_evaluator, num_params, weighted_loss)
+
+_BUILDERS = {
+    'logreg': linear.build_logreg,
+    'mlp': linear.build_mlp,
+    'cnn': cnn.build,
+    'resnet9': resnet.build,
+    'transformer_lm': transformer.build,
+}
+MODELS = tuple(_BUILDERS)
+
+
+def options(name: str) -> dict:
+  """The options model `name` accepts, with their defaults."""
+  if name not in _BUILDERS:
+    raise ValueError(f'model name={name!r} is unknown; allowed: {", ".join(MODELS)}')
+  params = inspect.signature(_BUILDERS[name]).parameters
+  return {k: p.default for k, p in params.items() if k not in ('input_shape', 'num_classes')}
+
+
+def get(name: str, *, input_shape, num_classes: int, **kwargs) -> Model:
+  """Builds model `name` for inputs [B, *input_shape] and `num_classes` classes (LM: vocab size)."""
+  allowed = options(name)
+  unknown = sorted(set(kwargs) - set(allowed))
+  if unknown:
+    raise ValueError(f'option {unknown[0]!r} is unknown for model {name!r}; allowed: '
+                     f'{", ".join(allowed) or "none"}')
+  input_shape = base.check_int_tuple('input_shape', input_shape, allow_empty=False)
+  num_classes = base.check_positive_int('num_classes', num_classes)
+  return _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+__all__ = ['MODELS', 'TASKS', 'Model', 'Params', 'evaluate', 'example_weights', 'get',
+           'make_evaluator', 'num_params', 'options', 'weighted_loss']

@@ -1,0 +1,135 @@
+"""`cnn`: a small convolutional classifier for 8x8 / 28x28 / 32x32 images, and the conv layers it
+shares with `resnet9`.
+
+Architecture (defaults): for f in features=(32, 64): conv 3x3 'SAME' (f channels) -> GroupNorm
+(num_groups=8; norm='none' drops it and gives the conv a bias instead) -> relu -> 2x2 max pool; then
+flatten -> [Dense(h) -> relu] for h in dense=(128,) -> Dense(num_classes).
+Parameters on digits (8x8x1 -> 2x2x64 after the two pools, 10 classes):
+  norm='group': 288 + 64 + 18,432 + 128 + 32,896 + 1,290 = 53,098;
+  norm='none':  320 + 18,496 + 32,896 + 1,290 = 53,002.
+
+conv_impl chooses how a conv is computed; all give the same function of the same params
+(kernel f32[k, k, C_in, C_out]):
+- 'lax': lax.conv_general_dilated. Under vmap over per-client kernels XLA turns it into a grouped
+  convolution (feature_group_count = clients), which XLA:CPU may run slowly.
+- 'patches': im2col by k*k shifted slices of the zero-padded input and one einsum with the kernel:
+  under vmap it is a batched matmul.
+- 'auto' (default): 'patches' when JAX's default backend is the CPU, else 'lax' (resolved at build).
+Measured on 2 CPU cores (jax 0.10.2), vmapped per-client gradients of this cnn on digits, batch 5:
+10 clients 7.3 ms ('lax') vs 2.1 ms ('patches'); 100 clients 130 vs 34 ms. resnet9, 4 clients x 5
+images: 1,120 vs 383 ms. With ONE shared weight set (no vmap) 'lax' is as fast or faster (resnet9,
+20 images: 221 vs 593 ms). Accelerators were not measured.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fedjax_intrinsic.models import base
+
+CONV_IMPLS = ('auto', 'lax', 'patches')
+NORMS = ('group', 'none')
+
+
+class Conv(nn.Module):
+  """Stride-1 'SAME' conv. x: f32[B, H, W, C_in] -> f32[B, H, W, features].
+
+  Params: 'kernel' f32[k, k, C_in, features] (LeCun normal, as flax nn.Conv), 'bias' f32[features]
+  when use_bias.
+  """
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, c_in = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, c_in, self.features))
+    if resolve_conv_impl(self.impl) == 'lax':
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    else:
+      lo = (k - 1) // 2
+      h, w = x.shape[1], x.shape[2]
+      xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+      patches = jnp.stack([xp[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
+                          axis=3)  # [B, H, W, k*k, C_in]
+      y = jnp.einsum('bhwpc,pco->bhwo', patches, kernel.reshape(k * k, c_in, self.features))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    return y
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+  """'auto' -> 'patches' on the CPU backend, 'lax' elsewhere; other values are checked and kept."""
+  base.check_choice('conv_impl', conv_impl, CONV_IMPLS)
+  if conv_impl == 'auto':
+    return 'patches' if jax.default_backend() == 'cpu' else 'lax'
+  return conv_impl
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """x: [B, H, W, C] -> [B, H // 2, W // 2, C] (an odd last row/column is dropped, as 'VALID')."""
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2, :]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def check_groups(norm: str, num_groups: int, channels: Sequence[int]) -> None:
+  base.check_choice('norm', norm, NORMS)
+  base.check_positive_int('num_groups', num_groups)
+  if norm == 'group':
+    bad = [c for c in channels if c % num_groups]
+    if bad:
+      raise ValueError(f'num_groups={num_groups} is invalid: it must divide every channel count '
+                       f'{tuple(channels)}')
+
+
+def conv_norm_relu(x: jax.Array, features: int, norm: str, num_groups: int, impl: str,
+                   name: str) -> jax.Array:
+  """Conv 3x3 -> GroupNorm (or none, and then the conv has a bias) -> relu, in a compact module."""
+  x = Conv(features, use_bias=norm == 'none', impl=impl, name=f'{name}_conv')(x)
+  if norm == 'group':
+    x = nn.GroupNorm(num_groups=num_groups, name=f'{name}_norm')(x)
+  return nn.relu(x)
+
+
+class CNN(nn.Module):
+  """x: [B, H, W, C] (any dtype, cast to f32) -> logits f32[B, num_classes]."""
+  num_classes: int
+  features: Sequence[int] = (32, 64)
+  dense: Sequence[int] = (128,)
+  norm: str = 'group'
+  num_groups: int = 8
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    for i, f in enumerate(self.features):
+      x = conv_norm_relu(x, f, self.norm, self.num_groups, self.conv_impl, name=f'block{i}')
+      x = max_pool_2x2(x)
+    x = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(self.dense):
+      x = nn.relu(nn.Dense(width, name=f'dense_{i}')(x))
+    return nn.Dense(self.num_classes, name='logits')(x)
+
+
+def build(*, input_shape: tuple, num_classes: int, features: Sequence[int] = (32, 64),
+          dense: Sequence[int] = (128,), norm: str = 'group', num_groups: int = 8,
+          conv_impl: str = 'auto') -> base.Model:
+  if len(input_shape) != 3:
+    raise ValueError(f'input_shape={tuple(input_shape)} is invalid for cnn; allowed: (H, W, C)')
+  features = base.check_int_tuple('features', features, allow_empty=False)
+  dense = base.check_int_tuple('dense', dense)
+  conv_impl = resolve_conv_impl(conv_impl)
+  check_groups(norm, num_groups, features)
+  side = min(input_shape[:2]) // 2 ** len(features)
+  if side < 1:
+    raise ValueError(f'features={features} is invalid for input_shape={tuple(input_shape)}: '
+                     f'{len(features)} 2x2 pools need a side of at least {2 ** len(features)}')
+  module = CNN(num_classes=num_classes, features=features, dense=dense, norm=norm,
+               num_groups=num_groups, conv_impl=conv_impl)
+  return base.from_module('cnn', 'classification', module, input_shape, num_classes)
