@@ -1,0 +1,326 @@
+"""Shared benchmark helpers: timing, machine description, JSON output, README sections.
+
+Timing protocol (``time_fn``): the first call (trace + compile + one run) is timed apart as
+``first_s``; then ``warmup`` untimed calls; then timed calls, each ending in
+``jax.block_until_ready`` on the output, until ``min_repeats`` are done and either
+``max_repeats`` are done or ``budget_s`` seconds were spent. The figure is the median; the
+minimum is kept too (on a shared machine the minimum is the least disturbed call).
+
+README sections live between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` so that each
+benchmark rewrites only its own part of ``benchmarks/README.md``.
+"""
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jaxlib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(REPO_ROOT, 'benchmarks')
+RESULTS_DIR = os.path.join(BENCH_DIR, 'results')
+README = os.path.join(BENCH_DIR, 'README.md')
+
+_SECTION_NAME = re.compile(r'^[a-z0-9][a-z0-9_-]*$')
+
+
+class Timing(NamedTuple):
+  """Wall-clock seconds of one function on fixed inputs.
+
+  Attributes:
+    median_s: median of the timed calls.
+    min_s: fastest timed call.
+    n: number of timed calls.
+    first_s: the first call, untimed in the median (for a ``jax.jit`` function it includes
+      tracing and compilation; for an already compiled one, first-run effects only).
+    times: every timed call, in order.
+  """
+  median_s: float
+  min_s: float
+  n: int
+  first_s: float
+  times: tuple[float, ...]
+
+  def as_dict(self) -> dict[str, float | int]:
+    """The summary fields (without ``times``)."""
+    return {'median_s': self.median_s, 'min_s': self.min_s, 'n': self.n,
+            'first_s': self.first_s}
+
+
+def pooled(*timings: Timing) -> Timing:
+  """One ``Timing`` from several of the same function (median over all their calls)."""
+  if not timings:
+    raise ValueError('timings: need at least one Timing, got none')
+  times = tuple(t for tm in timings for t in tm.times)
+  return Timing(statistics.median(times), min(times), len(times), timings[0].first_s, times)
+
+
+def time_fn(fn: Callable[..., Any], *args, warmup: int = 1, min_repeats: int = 3,
+            max_repeats: int = 21, budget_s: float = 1.0, carry: bool = False) -> Timing:
+  """Times ``fn(*args)`` (usually a jitted or compiled function) after warm-up.
+
+  Args:
+    fn: called as ``fn(*args)``; its output (any pytree of arrays) is waited for with
+      ``jax.block_until_ready``. The arguments should already be on the device.
+    warmup: untimed calls after the first one (which is always made and timed apart).
+    min_repeats: at least this many timed calls, whatever the budget.
+    max_repeats: at most this many timed calls.
+    budget_s: stop adding timed calls (beyond ``min_repeats``) once this much time is spent.
+    carry: for a function of one array that returns one of the same shape and dtype, each
+      call gets the previous call's output (so a function that donates its argument,
+      ``jax.jit(f, donate_argnums=0)``, can be called repeatedly).
+  Returns:
+    A ``Timing``.
+  """
+  if warmup < 0:
+    raise ValueError(f'warmup: must be >= 0, got {warmup}')
+  if min_repeats < 1 or max_repeats < min_repeats:
+    raise ValueError(f'min_repeats, max_repeats: need 1 <= min_repeats <= max_repeats, got '
+                     f'{min_repeats}, {max_repeats}')
+  if not budget_s >= 0:
+    raise ValueError(f'budget_s: must be >= 0, got {budget_s}')
+  if carry and len(args) != 1:
+    raise ValueError(f'args: carry=True needs exactly one argument, got {len(args)}')
+
+  def call():
+    nonlocal args
+    out = jax.block_until_ready(fn(*args))
+    if carry:
+      args = (out,)
+
+  start = time.perf_counter()
+  call()
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    call()
+  times = []
+  spent = 0.0
+  while len(times) < min_repeats or (len(times) < max_repeats and spent < budget_s):
+    start = time.perf_counter()
+    call()
+    t = time.perf_counter() - start
+    times.append(t)
+    spent += t
+  return Timing(statistics.median(times), min(times), len(times), first, tuple(times))
+
+
+def compile_fn(fn: Callable[..., Any], *args, **jit_kwargs) -> tuple[Any, float]:
+  """``jax.jit(fn, **jit_kwargs)`` lowered and compiled for ``args``: ``(compiled, seconds)``.
+
+  ``args`` may be arrays or ``jax.ShapeDtypeStruct``s; call ``compiled(*args)`` with arrays
+  of the same shapes (pytree structure included) to run it without further tracing.
+  """
+  start = time.perf_counter()
+  compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def memory_stats(compiled: Any) -> dict[str, int]:
+  """XLA's memory analysis of a compiled function, in bytes.
+
+  Args:
+    compiled: the result of ``jax.jit(fn).lower(...).compile()`` (see ``compile_fn``).
+  Returns:
+    ``argument``, ``output``, ``alias``, ``temp`` (scratch buffers XLA allocates per call),
+    ``generated_code`` and ``peak`` (``peak_memory_in_bytes``; 0 where the backend does
+    not report it).
+  """
+  stats = compiled.memory_analysis()
+  if stats is None:
+    raise ValueError(f'backend: {jax.default_backend()!r} gives no memory_analysis()')
+  fields = ('argument', 'output', 'alias', 'temp', 'generated_code')
+  out = {f: int(getattr(stats, f'{f}_size_in_bytes')) for f in fields}
+  out['peak'] = int(getattr(stats, 'peak_memory_in_bytes', 0) or 0)
+  return out
+
+
+def _cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.lower().startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+def _mem_total_bytes() -> int | None:
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemTotal:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
+def load_average() -> list[float] | None:
+  """The 1, 5 and 15 minute load averages, or None where the OS has none."""
+  try:
+    return [round(v, 2) for v in os.getloadavg()]
+  except OSError:
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+  """What the numbers were measured on: CPU, cores, memory, backend, versions, date, load."""
+  devices = jax.devices()
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  return {
+      'cpu_model': _cpu_model(),
+      'cpu_cores': os.cpu_count(),
+      'cpu_cores_usable': usable,
+      'mem_total_bytes': _mem_total_bytes(),
+      'backend': jax.default_backend(),
+      'device_kind': devices[0].device_kind,
+      'device_count': len(devices),
+      'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__,
+      'python': platform.python_version(),
+      'platform': platform.platform(),
+      'date_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      'load_average': load_average(),
+  }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+  """One markdown line describing ``machine_info()``'s result."""
+  mem = info.get('mem_total_bytes')
+  mem = f', {mem / 2**30:.0f} GiB RAM' if mem else ''
+  dev = ''
+  if info['backend'] != 'cpu':
+    dev = f' ({info["device_count"]} x {info["device_kind"]})'
+  return (f'{info["cpu_model"]}, {info["cpu_cores_usable"]} cores{mem}; backend '
+          f'`{info["backend"]}`{dev}; jax {info["jax"]}, jaxlib {info["jaxlib"]}, '
+          f'Python {info["python"]}; {info["date_utc"]}')
+
+
+def _finite(obj: Any) -> Any:
+  """Replaces non-finite floats by None so the JSON stays standard."""
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: _finite(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite(v) for v in obj]
+  return obj
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(_finite(obj), f, indent=1, allow_nan=False)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def section_markers(name: str) -> tuple[str, str]:
+  """The begin and end markers of README section ``name``."""
+  if not isinstance(name, str) or not _SECTION_NAME.match(name):
+    raise ValueError(f'name: a README section name must match {_SECTION_NAME.pattern}, '
+                     f'got {name!r}')
+  return f'<!-- {name}:begin -->', f'<!-- {name}:end -->'
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+  """``text`` with section ``name`` set to ``body`` (appended when the section is absent)."""
+  begin, end = section_markers(name)
+  nb, ne = text.count(begin), text.count(end)
+  block = f'{begin}\n{body.strip()}\n{end}'
+  if nb == 0 and ne == 0:
+    text = text.rstrip('\n')
+    return f'{text}\n\n{block}\n' if text else f'{block}\n'
+  i, j = text.find(begin), text.find(end)
+  if nb != 1 or ne != 1 or j < i:
+    raise ValueError(f'text: section {name!r} needs exactly one {begin} followed by one '
+                     f'{end}, found {nb} begin and {ne} end markers')
+  return text[:i] + block + text[j + len(end):]
+
+
+def update_readme_section(name: str, body: str, path: str = README,
+                          title: str = '# Benchmarks') -> None:
+  """Rewrites section ``name`` of the markdown file ``path`` (created with ``title``)."""
+  text = f'{title}\n' if not os.path.exists(path) else open(path).read()
+  new = replace_section(text, name, body)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(new)
+  os.replace(tmp, path)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+                   align: str | None = None) -> str:
+  """A markdown table padded into columns (readable as plain text too).
+
+  Args:
+    headers: column titles.
+    rows: cells, converted with ``str``.
+    align: one character per column, 'l' or 'r' (default: first column left, others right).
+  """
+  ncol = len(headers)
+  align = align or 'l' + 'r' * (ncol - 1)
+  if len(align) != ncol or set(align) - {'l', 'r'}:
+    raise ValueError(f'align: needs {ncol} characters from "lr", got {align!r}')
+  cells = [[str(c) for c in headers]]
+  for r in rows:
+    if len(r) != ncol:
+      raise ValueError(f'rows: every row needs {ncol} cells, got {len(r)}: {r!r}')
+    cells.append([str(c) for c in r])
+  width = [max(len(row[c]) for row in cells) for c in range(ncol)]
+
+  def line(row):
+    out = [v.ljust(w) if a == 'l' else v.rjust(w) for v, w, a in zip(row, width, align)]
+    return '| ' + ' | '.join(out) + ' |'
+
+  rule = '|' + '|'.join(('-' * (w + 1) + ':') if a == 'r' else ('-' * (w + 2))
+                        for w, a in zip(width, align)) + '|'
+  return '\n'.join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def fmt_seconds(s: float | None) -> str:
+  """Seconds in a short human unit: '812 us', '3.41 ms', '2.05 s'."""
+  if s is None:
+    return '-'
+  if s < 1e-3:
+    return f'{s * 1e6:.0f} us'
+  if s < 1:
+    return f'{s * 1e3:.3g} ms'
+  return f'{s:.3g} s'
+
+
+def fmt_ratio(r: float | None) -> str:
+  """A ratio to a reference: '0.52x', '12.3x', '1530x'."""
+  if r is None:
+    return '-'
+  return f'{r:.2g}x' if r < 1 else f'{r:.3g}x' if r < 1000 else f'{r:.0f}x'
+
+
+def fmt_bytes(b: int | float | None) -> str:
+  """Bytes in binary units: '512 B', '4.0 MiB', '7.5 GiB'."""
+  if b is None:
+    return '-'
+  for unit, scale in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if abs(b) >= scale:
+      return f'{b / scale:.3g} {unit}'
+  return f'{int(b)} B'
+
+
+def fmt_pow2(n: int) -> str:
+  """'2^20' for powers of two, else the number with a scientific shorthand ('1e7')."""
+  if n > 0 and n & (n - 1) == 0:
+    return f'2^{n.bit_length() - 1}'
+  e = math.log10(n) if n > 0 else 0
+  return f'1e{round(e)}' if n > 0 and 10**round(e) == n else str(n)
