@@ -32,8 +32,11 @@ def _progress(total_rounds):
         parts.append(f'{key} {line[key]:.4f}')
     parts.append(f'up {line["cum_bytes_up"] / 2**20:.2f} MiB')
     parts.append(f'down {line["cum_bytes_down"] / 2**20:.2f} MiB')
-    end = '\n' if 'test_loss' in line else ''
-    print('\r' + ' | '.join(parts), end=end, file=sys.stderr, flush=True)
+    evaluated = 'test_loss' in line
+    if sys.stderr.isatty():      # a live progress line, kept on screen at evaluation rounds
+      print('\r' + ' | '.join(parts), end='\n' if evaluated else '', file=sys.stderr, flush=True)
+    elif evaluated:              # logs get one line per evaluation
+      print(' | '.join(parts), file=sys.stderr, flush=True)
   return show
 
 

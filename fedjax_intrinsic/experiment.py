@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedjax_intrinsic import algorithms, comm, config as config_lib, keys, models, simulation
+from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, simulation
 from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.algorithms.base import tree_bytes
 from fedjax_intrinsic.data import batching
@@ -206,19 +206,72 @@ def environment() -> dict:
           'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()]}
 
 
+def _read_lines(path: str, up_to_round: int) -> list[dict]:
+  """The metrics lines of rounds <= up_to_round already in `path` (none if it is missing)."""
+  if not os.path.exists(path):
+    return []
+  lines = []
+  with open(path) as f:
+    for text in f:
+      try:
+        line = json.loads(text)
+      except json.JSONDecodeError:    # a line cut by the interruption
+        break
+      if line['round'] > up_to_round:
+        break
+      lines.append(line)
+  return lines
+
+
+def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != json.loads(json.dumps(config.to_dict(), default=_json_default)):
+      raise config_lib.ConfigError(
+          f'--workdir={workdir} holds checkpoints of a different config; allowed: the same config '
+          '(to resume) or a new --workdir')
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         progress: Optional[Callable[[dict], None]] = None) -> dict:
-  """Runs the experiment, writing metrics as it goes; returns the summary dict."""
+  """Runs the experiment, writing metrics as it goes; returns the summary dict.
+
+  With `config.checkpoint_every > 0` it checkpoints every that many rounds and, started again on the
+  same workdir, resumes from the latest checkpoint (same metrics as an uninterrupted run, timing
+  fields aside).
+  """
   t_start = time.time()
   exp = Experiment(config)
   os.makedirs(workdir, exist_ok=True)
-  _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm
   state = exp.init_state()
+  checkpointer = start = None
+  done = []
+  if config.checkpoint_every:
+    checkpointer = checkpoint.Checkpointer(workdir)
+    start = checkpointer.latest_round()
+    if start is not None:
+      _check_same_config(workdir, config)
+      state, ledger_state, tables = checkpointer.restore(
+          start, state, exp.ledger.state_dict(), exp.clients.state_dict())
+      exp.ledger.load_state_dict(ledger_state)
+      exp.clients.load_state_dict(tables)
+      done = _read_lines(metrics_path, start)
+      if len(done) != start:
+        raise RuntimeError(f'{metrics_path} has {len(done)} complete lines but the latest '
+                           f'checkpoint is of round {start}: the workdir is inconsistent')
+  _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   status, diverged_round, last = 'finished', None, {}
+  for line in done:
+    last.update(line)
   with open(metrics_path, 'w') as out:
-    for e in range(1, config.rounds + 1):
+    for line in done:
+      out.write(json.dumps(line, default=_json_default) + '\n')
+    out.flush()
+    for e in range((start or 0) + 1, config.rounds + 1):
       t0 = time.time()
       state, line = exp.run_round(state, e)
       line['time_round_s'] = time.time() - t0
@@ -232,15 +285,21 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       out.write(json.dumps(line, default=_json_default) + '\n')
       out.flush()
       last.update(line)
+      if checkpointer is not None and e % config.checkpoint_every == 0 and status != 'diverged':
+        checkpointer.save(e, state, exp.ledger.state_dict(), exp.clients.state_dict())
       if progress is not None:
         progress(line)
       if status == 'diverged':
         break
+  if checkpointer is not None:
+    checkpointer.close()
   summary = {
       'status': status, 'diverged_round': diverged_round, 'rounds_run': last.get('round', 0),
+      'resumed_from_round': start,
       'num_params': exp.num_params, 'method': config.method.name,
       'final': {k: v for k, v in last.items() if not k.startswith('time_')},
       'upload_bytes_per_client': exp.upload_per_client,
+      'data': exp.data.metadata,
       'time_total_s': time.time() - t_start, **environment()}
   _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

@@ -1,0 +1,52 @@
+"""Checkpoints of a run, so a preempted or killed run resumes where it stopped.
+
+Every `config.checkpoint_every` rounds (0 = never) the run saves, with orbax-checkpoint (tensorstore
+arrays and JSON metadata: nothing is pickled, so loading a checkpoint never runs code):
+- the server state (parameters or z, optimiser state, round, method-specific history),
+- the byte ledger (per-client last-sync round and the running totals),
+- every client's `ClientState` (error feedback, local momentum), as the host-side tables.
+Keys need no saving: every key of round e derives from the run's seed and e (keys.py).
+The round number of a checkpoint is the last finished round; `metrics.jsonl` lines after it are
+dropped on resume and recomputed, identically, since a run is deterministic given its config.
+"""
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores {server, ledger, clients} under `workdir/checkpoints/<round>`."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def latest_round(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, round_num: int, server_state: Any, ledger_state: dict, client_tables: Any) -> None:
+    item = {'server': server_state,
+            'ledger': {k: np.asarray(v, np.int64) for k, v in ledger_state.items()},
+            'clients': client_tables}
+    self.manager.save(round_num, args=ocp.args.StandardSave(item))
+    self.manager.wait_until_finished()
+
+  def restore(self, round_num: int, server_state: Any, ledger_state: dict,
+              client_tables: Any) -> tuple[Any, dict, Any]:
+    """Restores into the structure (and dtypes) of the given templates."""
+    template = {'server': server_state,
+                'ledger': {k: np.asarray(v, np.int64) for k, v in ledger_state.items()},
+                'clients': client_tables}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    got = self.manager.restore(round_num, args=ocp.args.StandardRestore(abstract))
+    server = jax.tree.map(lambda t, x: x, server_state, got['server'])
+    return server, got['ledger'], got['clients']
+
+  def close(self) -> None:
+    self.manager.close()
