@@ -25,11 +25,10 @@ coordinate ``i`` are recomputed elementwise over ``arange(D)`` in ``sketch`` and
 ``6 * rows`` coefficients. ``count_sketch(..., cache_buckets=True)`` opts in to storing the
 buckets and signs, ``i32[rows, D]``, in the state instead.
 """
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from projections import base
 from projections import sparsify
@@ -162,16 +161,15 @@ def count_sketch(D: int, rows: int, cols: int, *,
   cols = base.check_int(cols, 'cols', 1, PRIME, where=' for count_sketch')
   where = f'count_sketch(D={D}, rows={rows}, cols={cols})'
 
-  def hashes(state: CountSketchState) -> tuple[jax.Array, jax.Array]:
-    """Buckets i32[rows, D] and sign bits bool[rows, D] (True means -1)."""
+  def row_hashes(state: CountSketchState, r: int) -> tuple[jax.Array, jax.Array]:
+    """Row ``r``'s buckets i32[D] and sign bits bool[D] (True means -1)."""
     if state.signed_buckets is not None:
-      sb = state.signed_buckets
+      sb = state.signed_buckets[r]
       neg = sb < 0
       return jnp.where(neg, -1 - sb, sb), neg
-    i = jnp.arange(D, dtype=jnp.uint32)[None, :]
-    buckets = bucket_hash(state.bucket_coeffs[:, None, :], i, cols)
-    neg = sign_bit(state.sign_coeffs[:, None, :], i)
-    return buckets, neg
+    i = jnp.arange(D, dtype=jnp.uint32)
+    return (bucket_hash(state.bucket_coeffs[r], i, cols),
+            sign_bit(state.sign_coeffs[r], i))
 
   def init(key: jax.Array) -> CountSketchState:
     k1, k2 = jax.random.split(key)
@@ -179,8 +177,11 @@ def count_sketch(D: int, rows: int, cols: int, *,
         jnp.uint32)
     state = CountSketchState(draw(k1, 2), draw(k2, 4))
     if cache_buckets:
-      buckets, neg = hashes(state)
-      state = state._replace(signed_buckets=jnp.where(neg, -1 - buckets, buckets))
+      signed = []
+      for r in range(rows):
+        buckets, neg = row_hashes(state, r)
+        signed.append(jnp.where(neg, -1 - buckets, buckets))
+      state = state._replace(signed_buckets=jnp.stack(signed))
     return state
 
   def check_table(table):
@@ -195,21 +196,23 @@ def count_sketch(D: int, rows: int, cols: int, *,
   def sketch(state: CountSketchState, x: jax.Array) -> jax.Array:
     """``x: f[D] -> table f[rows, cols]``; linear in ``x``."""
     x = base.check_vector(x, D, 'x', f'{where}.sketch')
-    buckets, neg = hashes(state)
     xc = x.astype(base.compute_dtype(x.dtype))
-    vals = jnp.where(neg, -xc[None, :], xc[None, :])  # [rows, D]
-    flat = buckets + (jnp.arange(rows, dtype=jnp.int32) * cols)[:, None]
-    table = jax.ops.segment_sum(vals.reshape(-1), flat.reshape(-1),
-                                num_segments=rows * cols)
-    return table.reshape(rows, cols).astype(x.dtype)
+    table = []
+    for r in range(rows):
+      buckets, neg = row_hashes(state, r)
+      table.append(jnp.zeros((cols,), xc.dtype).at[buckets].add(
+          jnp.where(neg, -xc, xc), mode='promise_in_bounds'))
+    return jnp.stack(table).astype(x.dtype)
 
   def estimate(state: CountSketchState, table: jax.Array) -> jax.Array:
     """``table: f[rows, cols] -> f[D]``: ``median_r s_r(i) table[r, h_r(i)]``."""
     table = check_table(table)
-    buckets, neg = hashes(state)
-    flat = buckets + (jnp.arange(rows, dtype=jnp.int32) * cols)[:, None]
-    got = table.reshape(-1)[flat]  # [rows, D]
-    return median_rows(jnp.where(neg, -got, got))
+    got = []
+    for r in range(rows):
+      buckets, neg = row_hashes(state, r)
+      g = table[r][buckets]
+      got.append(jnp.where(neg, -g, g))
+    return median_rows(jnp.stack(got))
 
   def unsketch_topk(state: CountSketchState, table: jax.Array, k: int,
                     method: str = 'exact') -> tuple[jax.Array, jax.Array]:

@@ -5,22 +5,29 @@ them back into ``f[D]``. All functions are pure, jittable and vmappable (``k`` a
 static Python ints).
 
 ``top_k(x, k, method='exact')`` is ``jax.lax.top_k`` on ``|x|`` (descending magnitude).
-``method='threshold'`` finds the k-th largest magnitude ``t`` without sorting and returns the
-entries in ascending index order:
+``method='threshold'`` finds the k-th largest magnitude ``t`` with counting passes instead
+of a sort and returns the entries in ascending index order:
 
 1. keys ``u = bits(|x|)`` as uint32 (for non-negative floats the bit patterns order like the
-   values); a strided sample of ~2^16 keys is sorted and two sample order statistics around
-   the expected rank give a guess ``[lo, hi)`` for ``t``, checked by one counting pass
-   (``count(u >= lo) >= k > count(u >= hi)``; a failed side falls back to the full range);
-2. while more than ``cap ~ 2k`` keys lie at or above ``lo``, bisection on the key's bits
-   (one counting pass each; at most 31, none when the sample bracket holds);
-3. one compaction pass (cumsum + scatter) moves the ``<= cap`` candidates ``u >= lo`` (if
-   the bracket collapsed onto a tied value: all ``u >= hi`` and the first ties by index)
-   into a buffer, where bisection finds ``t`` exactly and a second cumsum + scatter picks
-   ``{u > t}`` plus the lowest-index entries with ``u == t`` -- exactly ``k``, ties broken
-   by index, the same multiset of magnitudes as ``lax.top_k``.
+   values; NaN above inf); a strided sample of ~2^14 keys is sorted and two of its order
+   statistics around the expected rank guess a bracket ``[lo, hi)`` for ``t``, checked by
+   one counting pass (``count(u >= lo) >= k > count(u >= hi)``; a side that fails falls
+   back to the whole key range);
+2. while more than ``cap`` (about ``max(k, 2 E[count in bracket])``) keys lie in
+   ``[lo, hi)``, the bracket shrinks 4x per counting pass (three thresholds counted in one
+   fused pass: at most 16 passes, none when the sample's bracket holds);
+3. the candidates -- every key ``>= hi`` and the first ``cap`` keys in ``[lo, hi)`` by index
+   (all of them, unless the bracket collapsed onto one tied value) -- are compacted in
+   index order (bit-packed masks, popcount prefix sums, binary search: no O(D) cumsum or
+   scatter); on those ``k + cap`` candidates the same narrowing finds ``t`` exactly, and
+   ``{u > t}`` plus the lowest-index ties ``u == t`` make exactly ``k`` entries.
+
+Ties are broken by the lower index in both methods, so they select the same entries.
+Measured on this 2-core CPU (jax 0.10.2), D = 10^7 float32, k = 10^5, as multiples of one
+``x * 2.0`` pass: exact ~10-14x, threshold ~2.5-5x (see the tests' docstring for details).
 """
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,37 +95,55 @@ def _narrow(counts, lo, hi, c_lo, c_hi, k: int, go_on):
   return lax.while_loop(cond, body, (lo, hi, c_lo, c_hi))
 
 
-def compact(mask: jax.Array, size: int, fill: int) -> jax.Array:
-  """Indices ``i32[size]`` of the first ``size`` True entries of ``mask: bool[n]``.
+class Packed(NamedTuple):
+  """A bool[n] mask packed 32 to a word: ``words: u32[ceil(n/32)]``, their popcounts
+  ``pc: i32[...]`` and inclusive prefix sums ``incl: i32[...]``."""
+  words: jax.Array
+  pc: jax.Array
+  incl: jax.Array
 
-  Ascending, padded with ``fill`` past the number of True entries. No ``O(n)`` cumsum or
-  scatter: the mask is packed into ``ceil(n / 32)`` uint32 words (one fused pass), the
-  words' popcounts are prefix-summed, and each output slot finds its word by binary search
-  and its bit by a 5-step select-in-word.
-  """
+
+def pack(mask: jax.Array) -> Packed:
+  """Packs ``mask: bool[n]`` into words (one fused pass) and prefix-sums their popcounts."""
   n = mask.shape[0]
   nw = -(-n // 32)
   bits = jnp.pad(mask, (0, nw * 32 - n)).reshape(nw, 32).astype(jnp.uint32)
   words = jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
   pc = lax.population_count(words).astype(jnp.int32)
-  incl = jnp.cumsum(pc, dtype=jnp.int32)  # i32[nw], set bits up to and including word w
-  j = jnp.arange(size, dtype=jnp.int32)
-  w = jnp.minimum(jnp.searchsorted(incl, j, side='right').astype(jnp.int32), nw - 1)
-  r = j - (incl[w] - pc[w])  # 0-based rank of slot j's bit inside word w
-  v = words[w]
-  pos = jnp.zeros((size,), jnp.uint32)
+  return Packed(words, pc, jnp.cumsum(pc, dtype=jnp.int32))
+
+
+def select(p: Packed, j: jax.Array, fill: int) -> jax.Array:
+  """Index of the ``j``-th (0-based) True entry of a packed mask, ``fill`` past the count.
+
+  ``j: i32[...]``; a binary search over the words' prefix sums, then a 5-step
+  select-in-word by popcounts of halves.
+  """
+  nw = p.words.shape[0]
+  w = jnp.minimum(jnp.searchsorted(p.incl, j, side='right').astype(jnp.int32), nw - 1)
+  r = j - (p.incl[w] - p.pc[w])  # 0-based rank of the wanted bit inside word w
+  v = p.words[w]
+  pos = jnp.zeros(j.shape, jnp.uint32)
   for width in (16, 8, 4, 2, 1):
     c = lax.population_count((v >> pos) & jnp.uint32((1 << width) - 1)).astype(jnp.int32)
     up = r >= c
     r, pos = jnp.where(up, r - c, r), jnp.where(up, pos + width, pos)
-  return jnp.where(j < incl[-1], w * 32 + pos.astype(jnp.int32), fill)
+  return jnp.where(j < p.incl[-1], w * 32 + pos.astype(jnp.int32), fill)
+
+
+def compact(mask: jax.Array, size: int, fill: int) -> jax.Array:
+  """Indices ``i32[size]`` of the first ``size`` True entries of ``mask: bool[n]``.
+
+  Ascending, padded with ``fill`` past the number of True entries. Costs one pass over the
+  mask plus ``O(size log n)``: no ``O(n)`` cumsum or scatter (``pack`` + ``select``).
+  """
+  return select(pack(mask), jnp.arange(size, dtype=jnp.int32), fill)
 
 
 def top_keys(u: jax.Array, k: int) -> jax.Array:
   """Indices ``i32[k]`` of the ``k`` largest keys of ``u: u32[D]`` (keys ``< 2^31``).
 
-  Ties go to the lower index; the order of the returned indices is deterministic but
-  unspecified. See the module docstring.
+  Ties go to the lower index; indices come in ascending order. See the module docstring.
   """
   D = u.shape[0]
   if k == D:
@@ -142,16 +167,19 @@ def top_keys(u: jax.Array, k: int) -> jax.Array:
   c_hi = jnp.where(c_lo_g < k, c_lo_g, jnp.where(c_hi_g < k, c_hi_g, 0))
   lo, hi, c_lo, c_hi = _narrow(lambda *ts: count_ge(u, ts), lo, hi, c_lo, c_hi, k,
                                lambda c_lo, c_hi: c_lo - c_hi > cap)
-  # Candidates: all c_hi < k keys >= hi, and the first cap keys in [lo, hi) by index --
-  # all of them unless the bracket collapsed onto one tied value (hi = lo + 1).
-  cand = jnp.concatenate([compact(u >= hi, k, D), compact((u >= lo) & (u < hi), cap, D)])
+  # Candidates: the c_hi < k keys >= hi and the first cap keys in [lo, hi) by index (all
+  # of them unless the bracket collapsed onto one tied value, hi = lo + 1), in index order.
+  cut = select(pack((u >= lo) & (u < hi)), jnp.int32(cap - 1), D)
+  cand_mask = (u >= hi) | ((u >= lo) & (jnp.arange(D, dtype=jnp.int32) <= cut))
+  cand = compact(cand_mask, k + cap, D)
   v = jnp.where(cand < D, u[jnp.minimum(cand, D - 1)] + 1, 0)  # keys + 1; 0 marks empty.
-  # Bisection for the exact k-th largest key t in [lo, hi), on the candidates.
+  # The exact k-th largest key t in [lo, hi), by the same narrowing on the candidates
+  # (c_lo = k stands in for the unknown count(lo) >= k).
   t, _, _, _ = _narrow(lambda *ts: count_ge(v, tuple(t + 1 for t in ts)), lo, hi,
                        jnp.int32(k), c_hi, k, lambda c_lo, c_hi: True)
   above = v > t + 1
   tie = v == t + 1
-  need = k - count_ge(v, (t + 2, t + 2))[0]  # Ties are index-ordered: cand[k:] only.
+  need = k - jnp.sum(above, dtype=jnp.int32)
   take = above | (tie & (jnp.cumsum(tie, dtype=jnp.int32) <= need))
   return cand[compact(take, k, k + cap)]
 
