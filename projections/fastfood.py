@@ -26,7 +26,7 @@ Cost per call: two WHTs of length L plus a gather; no D x d matrix ever exists.
 State (``FastfoodState``): ``signs: f32[L]``, ``perm, inv_perm: int32[L]``,
 ``gauss: f32[L]``, ``scale: f32[]``; 16·L bytes. ``init`` draws all of it once per subspace;
 its cost is dominated by ``jax.random.permutation`` (a sort of L random keys): measured on
-this project's 2-core CPU host, about 0.4 s for L = 2^20 and 2 s for L = 2^22 (jit, after
+this project's 2-core CPU host, about 0.5 s for L = 2^20 and 3.5 s for L = 2^22 (jit, after
 compilation); cheap enough for one fresh subspace per round, never done per call.
 """
 from typing import NamedTuple

@@ -74,12 +74,17 @@ def test_per_leaf_matches_leafwise_operators(name):
   assert tp.leaf_D == (3, 12, 5) and sum(tp.leaf_d) == tp.d == 9
   assert tp.name == f'per_leaf({name})'
   key = jax.random.PRNGKey(11)
-  st = jax.jit(tp.init)(key)
   leaves = jax.tree_util.tree_leaves(tree)
   bounds = np.cumsum((0,) + tp.leaf_d)
   z = jnp.asarray(np.random.default_rng(1).standard_normal(9), jnp.float32)
-  y = jax.jit(tp.project)(st, tree)
-  lifted = jax.tree_util.tree_leaves(jax.jit(tp.lift)(st, z))
+
+  @jax.jit
+  def whole(key, tree, z):
+    st = tp.init(key)
+    return st, tp.project(st, tree), tp.lift(st, z)
+
+  st, y, lifted = whole(key, tree, z)
+  lifted = jax.tree_util.tree_leaves(lifted)
   ops = [factory(D=Di, d=di) for Di, di in zip(tp.leaf_D, tp.leaf_d)]
 
   @jax.jit
