@@ -13,9 +13,11 @@ split (seed 0), half validation, half test; 100 FetchSGD-style clients (sorted b
 examples each, mostly one class).
 Protocol. FedAvg follows FedJAX's digits timing setting (PAPER.md §5): one local epoch, batch 5,
 client lr 0.1, server lr 1.0. Every other method takes one gradient step on the client's whole local
-data (client lr 1: the client sends its gradient, compressed) and the server applies SGD at rate 0.5
-— the project's choice, tuned on the validation split for `uncompressed`. Rounds (200) and clients
-per round (10) are the project's choice.
+data (client lr 1: the client sends its gradient, compressed) and the server applies plain SGD at a
+rate per model (`ONE_STEP_SERVER_LR`) — the project's choice, tuned on the validation split for
+`uncompressed` (200 rounds, seed 0; validation accuracy): cnn 0.05 → 0.972, 0.1 → 0.967, 0.2 and
+1.0 diverge to chance (the first large steps kill the ReLUs); mlp 0.2 → 0.939, 1.0 → 0.967.
+Rounds (200) and clients per round (10) are the project's choice.
 Expected result and runtime: see benchmarks/results/ (measured by benchmarks.sweep) — the numbers
 quoted in README.md come from there, on the machine named there.
 """
@@ -38,6 +40,10 @@ def get_config(arg=None):
   return c
 
 
+# Server SGD rate of the one-gradient-step protocol, per model (tuned as the docstring says).
+ONE_STEP_SERVER_LR = {'cnn': 0.05, 'mlp': 1.0, 'logreg': 1.0}
+
+
 def set_protocol(c):
   """The client/server protocol that goes with c.method.name (see the module docstring)."""
   if c.method.name == 'fedavg':
@@ -45,4 +51,4 @@ def set_protocol(c):
     c.server.lr = 1.0
   else:
     c.client.update({'lr': 1.0, 'batch_size': 0, 'local_steps': 1, 'local_epochs': 0})
-    c.server.lr = 0.5
+    c.server.lr = ONE_STEP_SERVER_LR.get(c.model.name, 0.05)
