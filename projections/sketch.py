@@ -23,7 +23,13 @@ both factors in 16-bit halves and folding with ``2^31 = 1 (mod p)``. The hashes 
 coordinate ``i`` are recomputed elementwise over ``arange(D)`` in ``sketch`` and ``estimate``
 (a few dozen integer ops per coordinate and row, fused by XLA); the state holds only the
 ``6 * rows`` coefficients. ``count_sketch(..., cache_buckets=True)`` opts in to storing the
-buckets and signs, ``i32[rows, D]``, in the state instead.
+signed buckets, ``i32[rows, D]``, in the state instead.
+
+Accumulation is one scatter-add per row into ``f[cols]``. Measured on this 2-core CPU (jax
+0.10.2, D = 2^22, rows = 5, cols = 2^16, other jobs running, medians of interleaved runs):
+per-row scatter-add ~0.4-0.5 s, per-row ``segment_sum`` the same, one flat ``segment_sum``
+over ``rows * cols`` segments 2.3-2.8x slower; the hashes alone ~0.11-0.15 s; ``estimate``
+~0.2 s (~0.07 s with cached buckets). XLA:CPU scatters serially, ~15 ns per update here.
 """
 from typing import Callable, NamedTuple
 
@@ -90,7 +96,7 @@ def mulmod(a: jax.Array, b: jax.Array) -> jax.Array:
   t2 = (mid & jnp.uint32(0x7FFF)) << 16  # < 2^31
   t3 = ll & jnp.uint32(PRIME)  # < 2^31
   t4 = (ll >> 31) + (mid >> 15)  # < 2^17 + 1
-  r = _fold(t1 + t2)  # Each sum of two values < 2^31 folds to < 2^31.
+  r = _fold(t1 + t2)  # Each sum of two values < 2^31 is <= 2^32 - 2.
   r = _fold(r + t3)
   r = _fold(r + t4)
   return jnp.where(r >= jnp.uint32(PRIME), r - jnp.uint32(PRIME), r)
@@ -103,7 +109,7 @@ def addmod(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _fold(v: jax.Array) -> jax.Array:
-  """``v mod p`` up to one extra ``p``: for uint32 ``v < 2^32 - 1`` returns ``<= 2^31``."""
+  """For uint32 ``v <= 2^32 - 2``, a value ``< 2^31`` congruent to ``v`` mod ``p``."""
   return (v & jnp.uint32(PRIME)) + (v >> 31)
 
 

@@ -49,6 +49,12 @@ def test_mulmod_addmod_match_int64():
   np.testing.assert_array_equal(np.asarray(K.addmod(ua, ub), np.int64), (a + b) % P)
 
 
+@pytest.mark.parametrize('rows', [1, 3, 5, 9, 17])
+def test_median_rows_matches_numpy(rows):
+  v = np.random.default_rng(rows).integers(-4, 5, (rows, 200)).astype(np.float32)
+  np.testing.assert_array_equal(K.median_rows(jnp.asarray(v)), np.median(v, axis=0))
+
+
 def test_init_state_is_coefficients_not_a_table(small):
   cs, st, _, _ = small
   assert st.bucket_coeffs.shape == (ROWS, 2) and st.sign_coeffs.shape == (ROWS, 4)
