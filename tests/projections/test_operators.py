@@ -286,3 +286,12 @@ def test_dense_memory_is_blockwise_not_dense():
   for k in ('lift_temp', 'project_temp'):
     assert mem[k] <= bound, mem
     assert mem[k] < mem['dense_bytes'] / 500, mem
+
+
+def test_typed_keys_give_the_same_subspace_as_raw_keys():
+  # The dense state stores the key itself; new-style typed keys must work and agree.
+  op = P.dense_gaussian(12, 4, block_rows=5)
+  z = jnp.arange(4.0)
+  raw = jax.jit(op.lift)(op.init(jax.random.PRNGKey(9)), z)
+  typed = jax.jit(op.lift)(op.init(jax.random.key(9)), z)
+  np.testing.assert_array_equal(raw, typed)
