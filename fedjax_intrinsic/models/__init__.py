@@ -13,10 +13,14 @@ Registry (name: options and their defaults; see each family's module docstring):
 - resnet9: num_groups=32, norm='group', logit_scale=0.125, conv_impl='auto'.          (resnet.py)
 - transformer_lm: num_layers=2, d_model=64, num_heads=4, d_ff=256, tie_embeddings=True;
   input_shape=(seq_len,), num_classes=vocab size.                          (transformer.py)
+- gpt2: n_layer=12, n_head=12, n_embd=768, n_positions=1024, checkpoint=None (a Hugging Face
+  model.safetensors / .npz: pretrained init); input_shape=(seq_len,), num_classes=vocab.  (gpt2.py)
+- bert_classifier: num_layers=12, num_heads=12, hidden=768, intermediate=3072, vocab_size=30522,
+  max_position=512, type_vocab_size=2, pad_id=0, checkpoint=None; input_shape=(seq_len,). (bert.py)
 """
 import inspect
 
-from fedjax_intrinsic.models import base, cnn, linear, resnet, transformer
+from fedjax_intrinsic.models import base, bert, cnn, gpt2, linear, resnet, transformer
 from fedjax_intrinsic.models.base import (
     TASKS, Model, Params, evaluate, example_weights, make_evaluator, num_params, weighted_loss)
 
@@ -26,6 +30,8 @@ _BUILDERS = {
     'cnn': cnn.build,
     'resnet9': resnet.build,
     'transformer_lm': transformer.build,
+    'gpt2': gpt2.build,
+    'bert_classifier': bert.build,
 }
 MODELS = tuple(_BUILDERS)
 
