@@ -3,6 +3,8 @@
 Data sets (real data only; see each module's docstring for splits, partitions and options):
 - `digits` (offline): scikit-learn's handwritten digits, 100 FetchSGD-style shard clients.
 - `pysource` (offline): next-byte language modelling, one client per stdlib module file.
+- `personachat`: GPT-2-tokenised PersonaChat, one client per personality (a local JSON file).
+- `sst2`: GLUE SST-2 via TFDS (`glue/sst2`), BERT WordPiece ids, Dirichlet label-skewed clients.
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
   data prepared beforehand (`check_available` says how when they are missing).
 
@@ -16,13 +18,16 @@ from typing import Callable
 
 import jax
 
-from fedjax_intrinsic.data import batching, digits, partitions, pysource, tfds_images
+from fedjax_intrinsic.data import (batching, digits, glue, partitions, personachat, pysource,
+                                   tfds_images)
 from fedjax_intrinsic.data.base import FederatedData, TASKS
 
 _LOADERS: dict[str, Callable[..., FederatedData]] = {
     'digits': digits.load,
     'pysource': pysource.load,
     **{name: functools.partial(tfds_images.load, name) for name in tfds_images.SOURCES},
+    'personachat': personachat.load,
+    'sst2': glue.load,
 }
 DATASETS = tuple(_LOADERS)
 
@@ -64,6 +69,10 @@ def check_available(name: str, **opts) -> None:
     tfds_images.check_available(name, data_dir=opts.get('data_dir'), tfds_name=opts.get('tfds_name'))
   elif name == 'pysource':
     pysource.check_available(**opts)
+  elif name == 'personachat':
+    personachat.check_available(**opts)
+  elif name == 'sst2':
+    glue.check_available(**opts)
 
 
 __all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',
