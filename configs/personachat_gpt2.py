@@ -1,0 +1,94 @@
+"""PersonaChat language modelling with pretrained GPT-2 small (124M), one client per personality.
+
+Commands (from the repository root; the three data files and the checkpoint are local paths):
+  python run.py --config=configs/personachat_gpt2.py:method=intrinsic_static,d=131072 \
+      --config.data.path=/data/personachat_self_original.json \
+      --config.data.vocab_file=/models/gpt2/vocab.json \
+      --config.data.merges_file=/models/gpt2/merges.txt \
+      --config.model.checkpoint=/models/gpt2/model.safetensors --workdir=/tmp/personachat_static
+Argument keys: as configs/digits_cnn.py (method, model, any field of the method's config such as d,
+k, rows, cols, num_subspaces, and any top-level field such as rounds or clients_per_round).
+Files: personachat_self_original.json (data.personachat.URL), and vocab.json, merges.txt,
+model.safetensors from the Hugging Face repository openai-community/gpt2. Every path is empty by
+default: `check_resources` then stops with one line naming data.path (then data.vocab_file,
+data.merges_file); an empty model.checkpoint stops the model build naming model.checkpoint
+(None = random init, not this experiment).
+
+Data (PAPER.md §5, FetchSGD's protocol): one client per personality of the train dialogs (17,568
+clients per PAPER.md), an example per utterance = persona + the last 5 history turns + the gold
+reply, 256 tokens, loss and perplexity on the reply tokens (data/personachat.py); the reported
+metric is perplexity on ConvAI2's "valid" dialogs (stored as the test split: test_perplexity).
+FetchSGD's setting is a few clients per round and one epoch: check FetchSGD's paper for its exact
+numbers. The project's choices (untuned; nothing was run here, there is neither GPU nor the data):
+- 4 clients per round, rounds = ceil(17,568 / 4) = 4,392, one pass over the clients; change both
+  together (or use data.max_clients for a shorter run).
+- One-step methods: the client's gradient on a batch of up to 16 of its utterances (most clients
+  hold fewer: their whole data) at client lr 1; the server runs Adam at 1e-4 on the mean.
+  FedAvg: one local epoch in batches of 8 at client lr 0.05, server SGD at 1.0.
+- Budgets for D = 124M (`LARGE_MODEL_BUDGETS`, before the argument's own fields): d = 2^17;
+  k = 2^17 for the top-k / random-k methods; sketches 5 x 2^20 with k = 2^17. Methods that would
+  keep a D-sized state per client run without it (local_topk error_type='none', powersgd
+  error_feedback=False): 17,568 clients x 498 MB do not fit any host. sketched_sgd always keeps
+  client error (and momentum), so `check_client_memory` refuses it unless data.max_clients is small.
+- Clients in chunks of 2 (`chunked_vmap`): a vmapped GPT-2 step holds its activations per client.
+Expected result and runtime: not measured here.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from fedjax_intrinsic import algorithms
+from fedjax_intrinsic import config as config_lib
+
+NUM_CLIENTS = 17_568        # PAPER.md §5 (FetchSGD's count of PersonaChat personalities)
+
+# Per-method budgets and stateless variants for a 10^8-parameter model (project's choice, untuned).
+LARGE_MODEL_BUDGETS = {
+    'intrinsic_static': {'d': 2**17},
+    'intrinsic_k_subspace': {'d': 2**17},
+    'intrinsic_time_varying': {'d': 2**17},
+    'local_topk': {'k': 2**17, 'error_type': 'none'},
+    'true_topk': {'k': 2**17},
+    'random_k': {'k': 2**17},
+    'fetchsgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
+    'sketched_sgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
+    'powersgd': {'error_feedback': False},
+}
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.data = ml_collections.ConfigDict({
+      'name': 'personachat', 'path': '', 'vocab_file': '', 'merges_file': '', 'seq_len': 256,
+      'max_history': 2, 'targets': 'reply', 'max_clients': config_dict.placeholder(int)})
+  c.model = ml_collections.ConfigDict({
+      'name': 'gpt2', 'checkpoint': '', 'n_layer': 12, 'n_head': 12, 'n_embd': 768,
+      'n_positions': 1024})
+  c.clients_per_round = 4
+  c.rounds = -(-NUM_CLIENTS // c.clients_per_round)
+  c.eval_every = 500
+  c.eval_batch_size = 32
+  c.simulation.client_parallelism = 'chunked_vmap'
+  c.simulation.clients_per_chunk = 2
+  c = apply_arg_with_budgets(c, arg, LARGE_MODEL_BUDGETS)
+  set_protocol(c)
+  return c
+
+
+def apply_arg_with_budgets(c, arg, budgets):
+  """config_lib.apply_arg, with the method's large-model budget set before the argument's fields."""
+  name = config_lib.parse_arg(arg).get('method', 'uncompressed')
+  c.method = algorithms.default_config(name)
+  c.method.update(budgets.get(name, {}))
+  rest = ','.join(item for item in (arg or '').split(',')
+                  if item and item.split('=', 1)[0].strip() != 'method')
+  return config_lib.apply_arg(c, rest)
+
+
+def set_protocol(c):
+  """The client/server protocol that goes with c.method.name (see the module docstring)."""
+  if c.method.name == 'fedavg':
+    c.client.update({'lr': 0.05, 'batch_size': 8, 'local_steps': 0, 'local_epochs': 1})
+    c.server.update({'optimizer': 'sgd', 'lr': 1.0})
+  else:
+    c.client.update({'lr': 1.0, 'batch_size': 16, 'local_steps': 1, 'local_epochs': 0})
+    c.server.update({'optimizer': 'adam', 'lr': 1e-4})
