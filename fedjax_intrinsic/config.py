@@ -196,6 +196,19 @@ def check_client_memory(method: str, bytes_per_client: int, num_clients: int,
         'without client state, fewer clients, or a smaller model')
 
 
+def _cast_like(old, value, field: str):
+  """`value` (parsed from a config argument) as the type of the field's default `old`."""
+  if isinstance(old, bool):
+    text = str(value).lower()
+    if text not in ('true', 'false', '1', '0'):
+      _fail(field, value, 'true or false')
+    return text in ('true', '1')
+  try:
+    return type(old)(value)
+  except (TypeError, ValueError):
+    _fail(field, value, f'a value of type {type(old).__name__}')
+
+
 def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Applies a config-file argument such as 'method=fedavg,model=mlp,rounds=50,d=1000'.
 
@@ -214,9 +227,9 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
       config[key].name = values.pop(key)
   for key, value in values.items():
     if key in config.method:
-      config.method[key] = type(config.method[key])(value)
+      config.method[key] = _cast_like(config.method[key], value, f'method.{key}')
     elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
-      config[key] = type(config[key])(value)
+      config[key] = _cast_like(config[key], value, key)
     else:
       allowed = sorted(['method', 'model', 'data'] + list(config.method.keys()) +
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
