@@ -214,8 +214,14 @@ def gpt2(vocab_file: str, merges_file: str) -> Tokenizer:
     return out
 
   def decode(token_ids: Sequence[int]) -> str:
-    text = ''.join(inverse[int(i)] for i in token_ids)
-    return bytes(byte_dec[c] for c in text).decode('utf-8', errors='replace')
+    out = bytearray()
+    for i in token_ids:
+      token = inverse[int(i)]
+      if all(c in byte_dec for c in token):
+        out.extend(byte_dec[c] for c in token)
+      else:                                  # an added token such as <|endoftext|>: verbatim
+        out.extend(token.encode('utf-8'))
+    return out.decode('utf-8', errors='replace')
 
   special = {'eos': vocab[GPT2_EOS]} if GPT2_EOS in vocab else {}
   return Tokenizer('gpt2', len(vocab), tokenize, encode, decode, special)

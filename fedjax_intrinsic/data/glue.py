@@ -25,7 +25,8 @@ import numpy as np
 
 from fedjax_intrinsic import keys, tokenizers
 from fedjax_intrinsic.data import partitions
-from fedjax_intrinsic.data.base import FederatedData, group_by_client, label_counts, stratified_split
+from fedjax_intrinsic.data.base import (FederatedData, group_by_client, label_counts,
+                                         stratified_split)
 
 TFDS_NAME = 'glue/sst2'
 NUM_CLASSES = 2

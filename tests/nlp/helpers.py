@@ -43,7 +43,7 @@ def write_bert_vocab(directory) -> str:
 
 
 def dialog(personality, turns):
-  """A dialog whose utterance j has history turns[:j] and the gold reply turns[j] (last candidate)."""
+  """A dialog whose utterance j has history turns[:j] and gold reply turns[j] (last candidate)."""
   return {'personality': personality,
           'utterances': [{'history': turns[:j], 'candidates': ['distractor', turns[j]]}
                          for j in range(len(turns))]}

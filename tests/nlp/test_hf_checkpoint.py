@@ -10,7 +10,7 @@ from fedjax_intrinsic.models import hf_checkpoint as hf
 
 
 def test_reads_bytes_built_by_hand(tmp_path):
-  """The file layout of the format's description, assembled with struct and numpy (not our writer)."""
+  """The format's layout assembled by hand with struct and numpy (not with our writer)."""
   a = np.array([1.5, -2.0], '<f4')
   b = np.array([[1, 2, 3]], '<i8')
   header = {'__metadata__': {'format': 'pt'},

@@ -73,7 +73,8 @@ def gpt2_reference(t, tokens):
     s = _heads(q) @ _heads(k).transpose(0, 1, 3, 2) / math.sqrt(E // H)
     o = _merge(_softmax(np.where(causal, s, -np.inf)) @ _heads(v))
     h = h + o @ g('attn.c_proj.weight') + g('attn.c_proj.bias')
-    m = gelu(_ln(h, g('ln_2.weight'), g('ln_2.bias'), 1e-5) @ g('mlp.c_fc.weight') + g('mlp.c_fc.bias'))
+    m = _ln(h, g('ln_2.weight'), g('ln_2.bias'), 1e-5)
+    m = gelu(m @ g('mlp.c_fc.weight') + g('mlp.c_fc.bias'))
     h = h + m @ g('mlp.c_proj.weight') + g('mlp.c_proj.bias')
   return _ln(h, t['ln_f.weight'], t['ln_f.bias'], 1e-5) @ t['wte.weight'].T
 
@@ -145,7 +146,8 @@ def bert_tensors():
   for i in range(L):
     p = f'encoder.layer.{i}.'
     for n in ('query', 'key', 'value'):
-      shapes.update({p + f'attention.self.{n}.weight': (E, E), p + f'attention.self.{n}.bias': (E,)})
+      shapes.update({p + f'attention.self.{n}.weight': (E, E),
+                     p + f'attention.self.{n}.bias': (E,)})
     shapes.update({p + 'attention.output.dense.weight': (E, E),
                    p + 'attention.output.dense.bias': (E,), p + 'attention.output.LayerNorm.gamma':
                    (E,), p + 'attention.output.LayerNorm.beta': (E,),
@@ -165,7 +167,8 @@ def bert_reference(t, tokens, head):
   lin = lambda x, name: x @ t[name + '.weight'].T + t[name + '.bias']
   ln = lambda x, name: _ln(x, t[name + '.gamma'], t[name + '.beta'], 1e-12)
   n = tokens.shape[1]
-  x = (t['embeddings.word_embeddings.weight'][tokens] + t['embeddings.position_embeddings.weight'][:n]
+  x = (t['embeddings.word_embeddings.weight'][tokens]
+       + t['embeddings.position_embeddings.weight'][:n]
        + t['embeddings.token_type_embeddings.weight'][0])
   x = ln(x, 'embeddings.LayerNorm')
   keep = (tokens != PAD)[:, None, None, :]
@@ -225,7 +228,8 @@ def test_checkpoint_mismatches_are_clear_errors(tmp_path):
       ({k: v for k, v in tensors.items() if k != 'h.1.ln_2.bias'}, {},
        "lacks tensor 'h.1.ln_2.bias'"),
       (tensors, {'n_embd': 16, 'n_head': 2}, "tensor 'h.0.attn.c_attn.bias' has shape"),
-      ({**tensors, 'h.2.ln_1.weight': np.ones(E, np.float32)}, {}, "holds tensor 'h.2.ln_1.weight'"),
+      ({**tensors, 'h.2.ln_1.weight': np.ones(E, np.float32)}, {},
+       "holds tensor 'h.2.ln_1.weight'"),
   ]
   for i, (content, sizes, message) in enumerate(cases):
     path = str(tmp_path / f'{i}.safetensors')

@@ -36,6 +36,8 @@ def test_gpt2_bpe_known_encodings(gpt2_files):
   assert tok.encode('é') == [0xC3, 0xA9]                        # its two UTF-8 bytes
   for text in ('hello world', 'Ünïcödé — 中文\n\ttabs  ', "it's 42!"):
     assert tok.decode(tok.encode(text)) == text
+  assert tok.decode(tok.encode('hello') + [EOS]) == 'hello<|endoftext|>'
+  assert tok.encode('<|endoftext|>') != [EOS]                   # text is never a special token
 
 
 def test_bert_wordpiece_known_encodings(bert_vocab):
