@@ -25,7 +25,7 @@ numbers. The project's choices (untuned; nothing was run here, there is neither 
 - One-step methods: the client's gradient on a batch of up to 16 of its utterances (most clients
   hold fewer: their whole data) at client lr 1; the server runs Adam at 1e-4 on the mean.
   FedAvg: one local epoch in batches of 8 at client lr 0.05, server SGD at 1.0.
-- Budgets for D = 124M (`LARGE_MODEL_BUDGETS`, before the argument's own fields): d = 2^17;
+- Budgets for D = 124M (`config.LARGE_MODEL_BUDGETS`, before the argument's own fields): d = 2^17;
   k = 2^17 for the top-k / random-k methods; sketches 5 x 2^20 with k = 2^17. Methods that would
   keep a D-sized state per client run without it (local_topk error_type='none', powersgd
   error_feedback=False): 17,568 clients x 498 MB do not fit any host. sketched_sgd always keeps
@@ -36,23 +36,10 @@ Expected result and runtime: not measured here.
 import ml_collections
 from ml_collections import config_dict
 
-from fedjax_intrinsic import algorithms
 from fedjax_intrinsic import config as config_lib
 
 NUM_CLIENTS = 17_568        # PAPER.md §5 (FetchSGD's count of PersonaChat personalities)
 
-# Per-method budgets and stateless variants for a 10^8-parameter model (project's choice, untuned).
-LARGE_MODEL_BUDGETS = {
-    'intrinsic_static': {'d': 2**17},
-    'intrinsic_k_subspace': {'d': 2**17},
-    'intrinsic_time_varying': {'d': 2**17},
-    'local_topk': {'k': 2**17, 'error_type': 'none'},
-    'true_topk': {'k': 2**17},
-    'random_k': {'k': 2**17},
-    'fetchsgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
-    'sketched_sgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
-    'powersgd': {'error_feedback': False},
-}
 
 
 def get_config(arg=None):
@@ -69,19 +56,9 @@ def get_config(arg=None):
   c.eval_batch_size = 32
   c.simulation.client_parallelism = 'chunked_vmap'
   c.simulation.clients_per_chunk = 2
-  c = apply_arg_with_budgets(c, arg, LARGE_MODEL_BUDGETS)
+  c = config_lib.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
   set_protocol(c)
   return c
-
-
-def apply_arg_with_budgets(c, arg, budgets):
-  """config_lib.apply_arg, with the method's large-model budget set before the argument's fields."""
-  name = config_lib.parse_arg(arg).get('method', 'uncompressed')
-  c.method = algorithms.default_config(name)
-  c.method.update(budgets.get(name, {}))
-  rest = ','.join(item for item in (arg or '').split(',')
-                  if item and item.split('=', 1)[0].strip() != 'method')
-  return config_lib.apply_arg(c, rest)
 
 
 def set_protocol(c):

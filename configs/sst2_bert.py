@@ -23,7 +23,7 @@ here, there is neither GPU nor the data):
 - One-step methods: the client's gradient on a batch of 32 of its sentences at client lr 1; the
   server runs Adam at 1e-4 on the mean. FedAvg: one local epoch in batches of 32 at client lr
   0.05, server SGD at 1.0.
-- Budgets for D = 109M: as configs/personachat_gpt2.py (`LARGE_MODEL_BUDGETS`: d = 2^17, k = 2^17,
+- Budgets for D = 109M: as configs/personachat_gpt2.py (`config.LARGE_MODEL_BUDGETS`: d = 2^17, k = 2^17,
   sketches 5 x 2^20; local_topk without error feedback, powersgd without error feedback: 100
   clients x 438 MB of client state would not fit). sketched_sgd keeps client error, which
   `check_client_memory` may refuse on a small host.
@@ -32,7 +32,6 @@ Expected result and runtime: not measured here.
 """
 import ml_collections
 
-from configs.personachat_gpt2 import LARGE_MODEL_BUDGETS, apply_arg_with_budgets
 from fedjax_intrinsic import config as config_lib
 
 
@@ -51,7 +50,7 @@ def get_config(arg=None):
   c.eval_batch_size = 256
   c.simulation.client_parallelism = 'chunked_vmap'
   c.simulation.clients_per_chunk = 2
-  c = apply_arg_with_budgets(c, arg, LARGE_MODEL_BUDGETS)
+  c = config_lib.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
   set_protocol(c)
   return c
 

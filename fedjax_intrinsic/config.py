@@ -174,8 +174,11 @@ def check_resources(config: ml_collections.ConfigDict) -> None:
   Runs after `validate` and before any data is loaded or anything is compiled.
   """
   from fedjax_intrinsic import data
+  from fedjax_intrinsic.models import hf_checkpoint
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
+    if config.model.get('checkpoint') is not None:    # pretrained weights from a local file
+      hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
@@ -209,19 +212,40 @@ def _cast_like(old, value, field: str):
     _fail(field, value, f'a value of type {type(old).__name__}')
 
 
-def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+# Per-method budgets for models of ~10^8 parameters (GPT-2 small, BERT-base): the project's
+# choice, untuned; methods that would keep a D-sized state per client run without it (17,568
+# PersonaChat clients x 0.5 GB fit no host).
+LARGE_MODEL_BUDGETS = {
+    'intrinsic_static': {'d': 2**17},
+    'intrinsic_k_subspace': {'d': 2**17},
+    'intrinsic_time_varying': {'d': 2**17},
+    'local_topk': {'k': 2**17, 'error_type': 'none'},
+    'true_topk': {'k': 2**17},
+    'random_k': {'k': 2**17},
+    'fetchsgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
+    'sketched_sgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},
+    'powersgd': {'error_feedback': False},
+}
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
+              budgets: dict | None = None) -> ml_collections.ConfigDict:
   """Applies a config-file argument such as 'method=fedavg,model=mlp,rounds=50,d=1000'.
 
-  `method=NAME` replaces config.method with that method's defaults; `model`, `data` set the names;
-  any other key sets the method field of that name, else the top-level field of that name.
+  `method=NAME` replaces config.method with that method's defaults, updated with `budgets[NAME]`
+  (an experiment's own budgets) when given; `model`, `data` set the names; any other key sets the
+  method field of that name, else the top-level field of that name.
   """
   from fedjax_intrinsic import algorithms
   values = parse_arg(arg)
-  if 'method' in values:
-    name = values.pop('method')
+  name = values.pop('method', None)
+  if name is None and budgets is not None:
+    name = config.method.name
+  if name is not None:
     if name not in algorithms.METHODS:
       _fail('method', name, ', '.join(algorithms.METHODS))
     config.method = algorithms.default_config(name)
+    config.method.update((budgets or {}).get(name, {}))
   for key in ('model', 'data'):
     if key in values:
       config[key].name = values.pop(key)

@@ -39,7 +39,7 @@ class FederatedData:
         or self.num_classes <= 0:
       raise ValueError(f'num_classes={self.num_classes!r} is invalid; allowed: a positive integer')
     for split_name in ('train', 'validation', 'test'):
-      _check_split(split_name, getattr(self, split_name), self.num_classes)
+      _check_split(split_name, getattr(self, split_name), self.num_classes, self.task)
     for split_name in ('validation', 'test'):
       split = getattr(self, split_name)
       if set(split) != set(self.train):
@@ -80,7 +80,7 @@ class FederatedData:
     return {k: (tuple(v.shape[1:]), v.dtype) for k, v in self.train.items()}
 
 
-def _check_split(split_name: str, split: dict, num_classes: int) -> None:
+def _check_split(split_name: str, split: dict, num_classes: int, task: str) -> None:
   if not isinstance(split, dict) or 'x' not in split or 'y' not in split:
     raise ValueError(f'{split_name} is invalid; allowed: a dict with keys x and y')
   n = len(split['y'])
@@ -90,9 +90,12 @@ def _check_split(split_name: str, split: dict, num_classes: int) -> None:
   y = split['y']
   if y.dtype != np.int32:
     raise ValueError(f'{split_name}["y"].dtype={y.dtype} is invalid; allowed: int32')
-  if n and (y.min() < 0 or y.max() >= num_classes):
-    raise ValueError(f'{split_name}["y"] holds values in [{y.min()}, {y.max()}]; allowed: '
-                     f'0 .. num_classes - 1 = {num_classes - 1}')
+  # Language models mark padded target positions with negative ids (models/base.py).
+  low = -np.inf if task == 'language_model' else 0
+  if n and (y.min() < low or y.max() >= num_classes):
+    allowed = (f'0 .. num_classes - 1 = {num_classes - 1}' if low == 0 else
+               f'< num_classes = {num_classes} (negative = padding)')
+    raise ValueError(f'{split_name}["y"] holds values in [{y.min()}, {y.max()}]; allowed: {allowed}')
 
 
 def group_by_client(arrays: dict, parts: Sequence[np.ndarray]) -> tuple[dict, np.ndarray]:

@@ -108,10 +108,6 @@ def test_missing_and_malformed_files(tmp_path, personachat_json, gpt2_files):
       _load(personachat_json, gpt2_files, **{option: value})
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason='data/base.py FederatedData rejects negative LM targets (y < 0), '
-                          'which models/base.py defines as padding; remove this mark once it '
-                          'accepts them')
 def test_federated_data(personachat_json, gpt2_files):
   d = data.get('personachat', key=KEY, path=personachat_json, vocab_file=gpt2_files[0],
                merges_file=gpt2_files[1], seq_len=16)
