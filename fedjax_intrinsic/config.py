@@ -243,7 +243,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
     name = config.method.name
   if name is not None:
     if name not in algorithms.METHODS:
-      _fail('method', name, ', '.join(algorithms.METHODS))
+      _fail('method.name', name, ', '.join(algorithms.METHODS))
     config.method = algorithms.default_config(name)
     config.method.update((budgets or {}).get(name, {}))
   for key in ('model', 'data'):

@@ -23,7 +23,7 @@ def test_every_method_validates(name):
     config_lib.validate(c)
     assert c.method.name == method
     assert c.simulation.client_parallelism == 'chunked_vmap' and c.simulation.clients_per_chunk <= 2
-    for field, value in module.LARGE_MODEL_BUDGETS.get(method, {}).items():
+    for field, value in config_lib.LARGE_MODEL_BUDGETS.get(method, {}).items():
       assert c.method[field] == value, (method, field)
   c = module.get_config('method=intrinsic_static,d=4096,rounds=7')   # the argument wins
   assert c.method.d == 4096 and c.rounds == 7
