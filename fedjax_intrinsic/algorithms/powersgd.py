@@ -1,0 +1,200 @@
+"""`powersgd`: rank-r PowerSGD (Vogels et al. 2019) with local error feedback, two exchanges a round.
+
+Every leaf of θ with ndim >= 2 is viewed as a matrix M: f32[n, m] with n = the product of all but the
+last axis (fan-in: Dense kernels [in, out] as they are, conv kernels [kh, kw, c_in, c_out] as
+[kh·kw·c_in, c_out]) and m = the last axis. It is compressed when r·(n + m) < n·m (so r < min(n, m));
+other leaves (biases, norm scales, and matrices too small to gain) travel uncompressed. One power
+iteration per round, warm-started from the previous round's Q (Vogels' Algorithm 1):
+  client c: M_c = Δ_c + e_c (Δ: the pseudo-gradient of PAPER.md §2; e: its error memory),
+            P_c = M_c Q                                                      -> up (first exchange)
+  server:   P̂ = orthonormalise(Σ_c w_c P_c) (reduced QR)                    -> down (the request)
+  client c: Q_c = M_cᵀ P̂, e_c ← M_c − P̂ Q_cᵀ                               -> up (second exchange)
+  server:   Q̂ = Σ_c w_c Q_c; the step is the optimiser applied to P̂ Q̂ᵀ = Σ_c w_c P̂ P̂ᵀ M_c (and to
+            the weighted mean of the uncompressed leaves); Q ← Q̂ for the next round.
+Without error feedback (`method.error_feedback=False`) e stays 0 and the client, keeping no state,
+recomputes Δ_c in its second step (same start, batches and key, so the same Δ_c).
+The initial Q of compressed leaf i (tree_flatten order) is f32[m, r] standard normal from
+fold_in(keys.sketch_key(run_key), i): the run's compressor key, which every client derives itself.
+
+Up:   first exchange P_c: f32[n, r] per compressed leaf plus every uncompressed leaf; second exchange
+      Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes.
+Down: the round's broadcast: θ (D float32: P̂ Q̂ᵀ moves every coordinate of every compressed matrix)
+      and the warm-start Q (f32[m, r] per compressed leaf, server state that clients cannot derive);
+      then the request P̂ (f32[n, r] per compressed leaf, counted by the engine as the request):
+      4·(D + Σ r(m + n)) bytes per participant per round.
+State: server θ (pytree), the server optimiser's state (θ-space) and Q. Client state: the error
+       memory e: f32[n, m] per compressed leaf with error feedback, else none. Two exchanges and
+       client state: no cohort shortcut.
+"""
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedjax_intrinsic import keys
+from fedjax_intrinsic.algorithms import base
+
+
+class ServerState(NamedTuple):
+  round: jax.Array     # i32[]: the round about to run (1-based)
+  params: Any          # θ (pytree)
+  opt_state: Any       # the server optimiser's state, θ-space
+  q: tuple             # f32[m_i, r] per compressed leaf: the warm start of the power iteration
+
+
+class Broadcast(NamedTuple):
+  params: Any          # θ: the point every client starts from
+  q: tuple             # f32[m_i, r] per compressed leaf
+
+
+class ErrorFeedback(NamedTuple):
+  error: tuple         # f32[n_i, m_i] per compressed leaf; between the two exchanges: M_c itself
+
+
+class Layout(NamedTuple):
+  """Which leaves (tree_flatten order) are compressed, and their matrix shapes."""
+  compressed: tuple    # leaf indices
+  dense: tuple         # leaf indices
+  shapes: tuple        # (n, m) per compressed leaf
+  rank: int
+
+
+def default_config() -> dict:
+  return {'rank': 2, 'error_feedback': True}
+
+
+def validate(config) -> None:
+  """rank a positive integer (whether it compresses any leaf is checked at build), a bool flag."""
+  from fedjax_intrinsic.config import ConfigError
+  m = config.method
+  if isinstance(m.rank, bool) or not isinstance(m.rank, int) or m.rank <= 0:
+    raise ConfigError(f'method.rank={m.rank!r} is invalid; allowed: a positive integer below the '
+                      'smaller side of the model\'s matrices')
+  if not isinstance(m.error_feedback, bool):
+    raise ConfigError(f'method.error_feedback={m.error_feedback!r} is invalid; allowed: True, False')
+  if config.simulation.cohort_shortcut:
+    raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name={m.name!r} '
+                      '(two exchanges and client state); allowed: False')
+
+
+def matrix_shape(shape: tuple) -> tuple[int, int]:
+  """The matrix view (n, m) of a leaf of shape `shape` (ndim >= 2): all axes but the last, the last."""
+  return int(math.prod(shape[:-1])), int(shape[-1])
+
+
+def layout(params: Any, rank: int) -> Layout:
+  """Splits θ's leaves into compressed matrices and uncompressed leaves; ValueError if none compress."""
+  compressed, dense, shapes = [], [], []
+  for i, leaf in enumerate(jax.tree.leaves(params)):
+    if np.ndim(leaf) >= 2:
+      n, m = matrix_shape(np.shape(leaf))
+      if rank * (n + m) < n * m:
+        compressed.append(i)
+        shapes.append((n, m))
+        continue
+    dense.append(i)
+  if not compressed:
+    sides = [min(matrix_shape(np.shape(x))) for x in jax.tree.leaves(params) if np.ndim(x) >= 2]
+    raise ValueError(f'method.rank={rank} compresses no leaf of this model (r·(n + m) >= n·m for '
+                     f'every matrix); allowed: a rank below {max(sides, default=1)} such that '
+                     'r·(n + m) < n·m for some matrix')
+  return Layout(tuple(compressed), tuple(dense), tuple(shapes), rank)
+
+
+def orthonormalise(p: jax.Array) -> jax.Array:
+  """f32[n, r] -> an orthonormal basis f32[n, r] of its column span (reduced QR)."""
+  return jnp.linalg.qr(p, mode='reduced')[0]
+
+
+def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
+  rank = method_config.rank
+  ef = method_config.error_feedback
+  if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+    raise ValueError(f'method.rank={rank!r} is invalid; allowed: a positive integer')
+  lay = layout(ctx.params0, rank)
+  leaves0, treedef = jax.tree.flatten(ctx.params0)
+  leaf_shapes = [np.shape(x) for x in leaves0]
+  loss = base.model_loss(ctx.model)
+  opt = ctx.server_optimizer
+  hp = jax.lax.Precision.HIGHEST
+  q_key = keys.sketch_key(ctx.run_key)
+
+  def init(params0):
+    q = tuple(jax.random.normal(jax.random.fold_in(q_key, i), (m, rank), jnp.float32)
+              for i, (n, m) in zip(lay.compressed, lay.shapes))
+    return ServerState(jnp.ones((), jnp.int32), params0, opt.init(params0), q)
+
+  def init_client(params0):
+    if not ef:
+      return ()
+    return ErrorFeedback(tuple(jnp.zeros(s, jnp.float32) for s in lay.shapes))
+
+  def matrices(bc, cstate, batches):
+    """(M_c per compressed leaf f32[n, m], uncompressed leaves of Δ_c, metrics)."""
+    end, metrics = base.local_sgd(loss, bc.params, batches, ctx.client_lr)
+    delta = jax.tree.leaves(base.tree_sub(bc.params, end))
+    mats = tuple(delta[i].reshape(s) for i, s in zip(lay.compressed, lay.shapes))
+    if ef:
+      mats = tuple(a + e for a, e in zip(mats, cstate.error))
+    return mats, tuple(delta[i] for i in lay.dense), metrics
+
+  def client_update(bc, cstate, batches, key):
+    del key
+    mats, dense, metrics = matrices(bc, cstate, batches)
+    payload = {'p': tuple(jnp.matmul(mat, q, precision=hp) for mat, q in zip(mats, bc.q)),
+               'dense': dense}
+    if ef:   # carry M_c to the second exchange in the error slot (no extra state)
+      cstate = ErrorFeedback(mats)
+    return payload, cstate, metrics
+
+  def query(state, agg):
+    """The request every participant downloads: P̂, f32[n, r] per compressed leaf."""
+    del state
+    return tuple(orthonormalise(p) for p in agg['p'])
+
+  def respond(bc, request, cstate, batches, key):
+    del key
+    if ef:
+      mats = cstate.error
+    else:
+      mats = matrices(bc, cstate, batches)[0]
+    qs = tuple(jnp.matmul(mat.T, p_hat, precision=hp) for mat, p_hat in zip(mats, request))
+    if ef:
+      cstate = ErrorFeedback(tuple(
+          mat - jnp.matmul(p_hat, q.T, precision=hp) for mat, p_hat, q in zip(mats, request, qs)))
+    return qs, cstate
+
+  def server_update(state, agg, second):
+    p_hats = query(state, agg)
+    leaves = [None] * len(leaf_shapes)
+    for i, p_hat, q_hat in zip(lay.compressed, p_hats, second):
+      leaves[i] = jnp.matmul(p_hat, q_hat.T, precision=hp).reshape(leaf_shapes[i])
+    for i, x in zip(lay.dense, agg['dense']):
+      leaves[i] = x
+    grad = jax.tree.unflatten(treedef, leaves)
+    params, opt_state = base.server_step(opt, state.params, state.opt_state, grad)
+    return ServerState(state.round + 1, params, opt_state, tuple(second))
+
+  def download_bytes(state, held_rounds):
+    nbytes = base.tree_bytes(ctx.params0) + 4 * sum(m * rank for n, m in lay.shapes)
+    return np.full(np.shape(held_rounds), nbytes, np.int64)
+
+  return base.FederatedAlgorithm(
+      name='powersgd',
+      init=init,
+      init_client=init_client,
+      broadcast=lambda state: Broadcast(state.params, state.q),
+      client_update=client_update,
+      aggregate=base.weighted_sum,
+      server_update=server_update,
+      model_params=lambda state: state.params,
+      download_bytes=download_bytes,
+      catch_up=lambda state, held_round: {'theta': state.params, 'q': state.q},
+      rebuild=lambda held_state, payload, held_round, round_now: payload['theta'],
+      cohort_shortcut=False,
+      query=query,
+      respond=respond,
+      aggregate2=base.weighted_sum,
+  )
