@@ -5,6 +5,8 @@ Timing protocol (``time_fn``): the first call (trace + compile + one run) is tim
 ``jax.block_until_ready`` on the output, until ``min_repeats`` are done and either
 ``max_repeats`` are done or ``budget_s`` seconds were spent. The figure is the median; the
 minimum is kept too (on a shared machine the minimum is the least disturbed call).
+``time_interleaved`` times several functions in turn, one call each per round, and records
+the process CPU time next to the wall time (steadier than wall time under load).
 
 README sections live between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` so that each
 benchmark rewrites only its own part of ``benchmarks/README.md``.
@@ -108,6 +110,63 @@ def time_fn(fn: Callable[..., Any], *args, warmup: int = 1, min_repeats: int = 3
     times.append(t)
     spent += t
   return Timing(statistics.median(times), min(times), len(times), first, tuple(times))
+
+
+class WallCpu(NamedTuple):
+  """The wall-clock and the process CPU time of the same calls (CPU time adds up every thread:
+  above the wall time when the calls run in parallel, and much steadier under load)."""
+  wall: Timing
+  cpu: Timing
+
+
+def time_interleaved(fns: dict[str, Callable[..., Any]], *args, warmup: int = 1,
+                     min_repeats: int = 3, max_repeats: int = 21,
+                     budget_s: float = 10.0) -> dict[str, WallCpu]:
+  """Times several functions on the same ``args``, one call of each in turn per repeat.
+
+  On a shared machine the load drifts; taking the calls of all functions in turn spreads the
+  drift evenly over them, so their ratios stay fair. Each function's first call is timed apart
+  (``first_s``), then ``warmup`` untimed rounds, then timed rounds (each call ends in
+  ``jax.block_until_ready``) until ``min_repeats`` rounds are done and either ``max_repeats``
+  are done or the timed calls of all functions together took ``budget_s`` wall seconds.
+
+  Returns:
+    name -> ``WallCpu`` (median and minimum over that function's timed calls).
+  """
+  if not fns:
+    raise ValueError('fns: need at least one function, got none')
+  if warmup < 0:
+    raise ValueError(f'warmup: must be >= 0, got {warmup}')
+  if min_repeats < 1 or max_repeats < min_repeats:
+    raise ValueError(f'min_repeats, max_repeats: need 1 <= min_repeats <= max_repeats, got '
+                     f'{min_repeats}, {max_repeats}')
+  if not budget_s >= 0:
+    raise ValueError(f'budget_s: must be >= 0, got {budget_s}')
+
+  def call(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+  first = {name: call(fn) for name, fn in fns.items()}
+  for _ in range(warmup):
+    for fn in fns.values():
+      call(fn)
+  times = {name: [] for name in fns}
+  spent = 0.0
+  rounds = 0
+  while rounds < min_repeats or (rounds < max_repeats and spent < budget_s):
+    for name, fn in fns.items():
+      times[name].append(call(fn))
+      spent += times[name][-1][0]
+    rounds += 1
+
+  def timing(ts, first_t):
+    return Timing(statistics.median(ts), min(ts), len(ts), first_t, tuple(ts))
+
+  return {name: WallCpu(timing([t[0] for t in ts], first[name][0]),
+                        timing([t[1] for t in ts], first[name][1]))
+          for name, ts in times.items()}
 
 
 def compile_fn(fn: Callable[..., Any], *args, **jit_kwargs) -> tuple[Any, float]:
@@ -314,7 +373,8 @@ def fmt_bytes(b: int | float | None) -> str:
     return '-'
   for unit, scale in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
     if abs(b) >= scale:
-      return f'{b / scale:.3g} {unit}'
+      v = b / scale
+      return f'{v:.0f} {unit}' if abs(v) >= 100 else f'{v:.3g} {unit}'
   return f'{int(b)} B'
 
 

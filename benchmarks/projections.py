@@ -113,19 +113,21 @@ PRESETS = {
         sketch_k=8, sketch_cached=False, sparsify_Ds=(2**10,), sparsify_ks=(10,),
         wht_log2_L=(10,), wht_kron_blocks=(128,), min_repeats=2, max_repeats=2,
         budget_s=0.0, ref_min_repeats=2, ref_max_repeats=2),
-    # The project's main job: every headline size once, under 2 minutes on 2 cores.
+    # The project's main job: the headline sizes (the targets' D = 2^22 and 10^7), at
+    # least 2 timed calls each, under 2 minutes on 2 idle cores. dense_gaussian is not
+    # timed here (D*d >= 1e9), only its compiled memory is reported.
     'quick': Config(
-        preset='quick', log2_D=(16, 20, 22), ds=(10**3, 10**5), operators=P.OPERATORS,
+        preset='quick', log2_D=(20, 22), ds=(10**3, 10**5), operators=P.OPERATORS,
         dense_max_Dd=7e7, dense_memory_max_Dd=2e9, sketch_rows=(5,), sketch_cols=500_000,
-        sketch_k=50_000, sketch_cached=False, sparsify_Ds=(2**20, 10**7),
+        sketch_k=50_000, sketch_cached=False, sparsify_Ds=(10**7,),
         sparsify_ks=(10**3, 10**5), wht_log2_L=(16, 20, 22), wht_kron_blocks=(128,),
-        min_repeats=3, max_repeats=9, budget_s=0.3, ref_min_repeats=1),
+        min_repeats=2, max_repeats=9, budget_s=0.3, ref_min_repeats=1),
     # The whole grid (about 15-20 minutes on 2 CPU cores).
     'full': Config(
         preset='full', log2_D=(16, 18, 20, 22, 24), ds=(10**3, 10**4, 10**5),
         operators=P.OPERATORS, dense_max_Dd=2e8, dense_memory_max_Dd=2e9,
         sketch_rows=(5,), sketch_cols=500_000, sketch_k=50_000, sketch_cached=True,
-        sparsify_Ds=(2**16, 2**20, 2**22, 10**7, 2**24), sparsify_ks=(10**3, 10**4, 10**5),
+        sparsify_Ds=(2**20, 2**22, 10**7, 2**24), sparsify_ks=(10**3, 10**4, 10**5),
         wht_log2_L=tuple(range(16, 25)), wht_kron_blocks=(128, 32), min_repeats=3,
         max_repeats=15, budget_s=1.0),
 }
@@ -224,15 +226,35 @@ class _Bench:
 
   # Timing helpers -------------------------------------------------------------------
 
-  def time(self, fn, *args, max_repeats: int | None = None) -> tuple[dict, Any]:
-    """Compiles ``fn`` for ``args``, times it; ``({timing, compile_s, memory}, compiled)``."""
-    compiled, compile_s = common.compile_fn(fn, *args)
-    t = common.time_fn(compiled, *args, warmup=self.cfg.warmup,
-                       min_repeats=self.cfg.min_repeats,
-                       max_repeats=max_repeats or self.cfg.max_repeats,
-                       budget_s=self.cfg.budget_s)
-    entry = dict(t.as_dict(), compile_s=compile_s, memory=common.memory_stats(compiled))
-    return entry, compiled
+  def time_group(self, calls: dict[str, tuple[Callable, tuple]]) -> tuple[dict, dict]:
+    """Compiles and times functions, interleaved (``common.time_interleaved``).
+
+    Args:
+      calls: name -> ``(fn, args)``; functions compared with each other go in one group,
+        so that load drift on a shared machine hits them alike.
+    Returns:
+      ``(entries, compiled)``: name -> ``{median_s, min_s, n, first_s, cpu_median_s,
+      cpu_min_s, compile_s, memory}`` (wall-clock seconds unless prefixed ``cpu_``: process
+      CPU time, all threads), and name -> the compiled function.
+    """
+    cfg = self.cfg
+    compiled, entries = {}, {}
+    for name, (fn, args) in calls.items():
+      compiled[name], compile_s = common.compile_fn(fn, *args)
+      entries[name] = dict(compile_s=compile_s, memory=common.memory_stats(compiled[name]))
+    fns = {name: (lambda c=compiled[name], a=args: c(*a)) for name, (_, args) in calls.items()}
+    got = common.time_interleaved(fns, warmup=cfg.warmup, min_repeats=cfg.min_repeats,
+                                  max_repeats=cfg.max_repeats,
+                                  budget_s=cfg.budget_s * len(calls))
+    for name, t in got.items():
+      entries[name] = dict(t.wall.as_dict(), cpu_median_s=t.cpu.median_s,
+                           cpu_min_s=t.cpu.min_s, **entries[name])
+    return entries, compiled
+
+  def time(self, fn, *args) -> tuple[dict, Any]:
+    """One function: ``(entry, compiled)`` as in ``time_group``."""
+    entries, compiled = self.time_group({'f': (fn, args)})
+    return entries['f'], compiled['f']
 
   def vector(self, n: int, salt: int) -> jax.Array:
     """``f32[n]`` of i.i.d. N(0, 1), a fixed function of (seed, salt)."""
@@ -285,11 +307,10 @@ class _Bench:
       init_d = None
       for d in ds:
         if d > D:
-          self.skip(f'{name} D={D} d={d}', 'd > D')
+          self.skip('d > D', f'{name} D={D} d={d}')
           continue
         if name == 'dense_gaussian' and D * d > cfg.dense_max_Dd:
-          self.skip(f'{name} D={D} d={d}', f'D*d = {D * d:.3g} > dense_max_Dd = '
-                    f'{cfg.dense_max_Dd:.3g} (each call draws D*d normals)')
+          self.skip(f'D*d > dense_max_Dd = {cfg.dense_max_Dd:.3g}', f'{name} D={D} d={d}')
           continue
         op = P.get(name, D=D, d=d)
         key = jax.random.fold_in(self.key, 1000 + d)
@@ -301,12 +322,13 @@ class _Bench:
           init = None
           state = jax.block_until_ready(jax.jit(op.init)(key))
         z = self.vector(d, 2) if name != 'identity' else x
-        proj, _ = self.time(op.project, state, x)
-        lift, _ = self.time(op.lift, state, z)
+        pl, _ = self.time_group({'project': (op.project, (state, x)),
+                                 'lift': (op.lift, (state, z))})
+        proj, lift = pl['project'], pl['lift']
         row = dict(op=name, D=D, d=d, state_bytes=_nbytes(state), init=init,
                    init_timed_at_d=init_d, project=proj,
-                   lift=lift, project_lift={'median_s': proj['median_s'] + lift['median_s'],
-                                            'min_s': proj['min_s'] + lift['min_s']})
+                   lift=lift, project_lift={
+                       k: proj[k] + lift[k] for k in ('median_s', 'min_s', 'cpu_median_s')})
         self.out['operators'].append(row)
         self.log(f'[{time.perf_counter() - self.start:6.1f} s] {name} D={common.fmt_pow2(D)}'
                  f' d={d}: init {_t(init)}, project '
@@ -340,9 +362,10 @@ class _Bench:
         row = dict(D=D, rows=rows, cols=cols, k=k, cache_buckets=cached,
                    state_bytes=_nbytes(state), table_bytes=rows * cols * 4, init=init,
                    sketch=sk)
-        for method in sparsify.METHODS:
-          row[f'unsketch_topk_{method}'], _ = self.time(
-              lambda s, t, m=method: cs.unsketch_topk(s, t, k, method=m), state, table)
+        unsketch, _ = self.time_group({
+            f'unsketch_topk_{m}': (lambda s, t, m=m: cs.unsketch_topk(s, t, k, method=m),
+                                   (state, table)) for m in sparsify.METHODS})
+        row.update(unsketch)
         self.out['sketch'].append(row)
         self.log(f'[{time.perf_counter() - self.start:6.1f} s] count_sketch '
                  f'D={common.fmt_pow2(D)} {rows}x{cols} cached={cached}: sketch '
@@ -354,33 +377,30 @@ class _Bench:
     key = jax.random.fold_in(self.key, 4000)
     for k in self.cfg.sparsify_ks:
       if k > D // 4:
-        self.skip(f'sparsify D={D} k={k}', 'k > D // 4')
+        self.skip('k > D // 4', f'sparsify D={D} k={k}')
         continue
       fns = {f'top_k_{m}': (lambda v, m=m: P.top_k(v, k, method=m), (x,))
              for m in sparsify.METHODS}
       fns['random_k'] = (lambda kk, v: P.random_k(kk, v, k), (key, x))
       vals, idx = P.top_k(x, k)
       fns['densify'] = (lambda v, i: P.densify(v, i, D), (vals, idx))
-      for what, (fn, args) in fns.items():
-        entry, _ = self.time(fn, *args)
+      entries, _ = self.time_group(fns)
+      for what, entry in entries.items():
         self.out['sparsify'].append(dict(D=D, k=k, fn=what, timing=entry))
         self.progress(f'{what} D={common.fmt_pow2(D)} k={k}', entry)
 
   def wht(self, L: int, x: jax.Array) -> None:
-    variants = [('butterfly', None)] + [('kron', b) for b in self.cfg.wht_kron_blocks]
-    for method, block in variants:
-      if method == 'butterfly':
-        fn = lambda v: hadamard.fwht(v, method='butterfly')
-      elif block == 128:
-        fn = lambda v: hadamard.fwht(v, method='kron')
-      else:
-        fn = lambda v, b=block: hadamard.fwht_kron(v, block=b)
-      entry, _ = self.time(fn, x)
+    variants = {('butterfly', None): lambda v: hadamard.fwht(v, method='butterfly')}
+    for b in self.cfg.wht_kron_blocks:
+      variants[('kron', b)] = ((lambda v: hadamard.fwht(v, method='kron')) if b == 128 else
+                               (lambda v, b=b: hadamard.fwht_kron(v, block=b)))
+    entries, _ = self.time_group({vb: (fn, (x,)) for vb, fn in variants.items()})
+    for (method, block), entry in entries.items():
       self.out['wht'].append(dict(L=L, method=method, block=block, timing=entry))
       label = method if block is None else f'{method}(block={block})'
       self.progress(f'fwht {label} L={common.fmt_pow2(L)}', entry)
 
-  def skip(self, what: str, why: str) -> None:
+  def skip(self, why: str, what: str) -> None:
     self.skipped.append({'what': what, 'why': why})
 
   # Driver ---------------------------------------------------------------------------
@@ -539,15 +559,16 @@ def render(res: dict[str, Any]) -> str:
                    _r(r['init']) if r['init'] else '',
                    _t(r['project']), _r(r['project']), _r(r['project'], 'sort'),
                    _t(r['lift']), _r(r['lift']), _r(r['lift'], 'sort'),
-                   _r(r['project_lift']), common.fmt_bytes(r['state_bytes']),
+                   _r(r['project_lift']), _r(r['project_lift'], 'inplace'),
+                   common.fmt_bytes(r['state_bytes']),
                    common.fmt_bytes(max(r['project']['memory']['temp'],
                                         r['lift']['memory']['temp']))])
     parts.append('Operators (`x pass` / `x sort`: ratio to the references at length D; '
                  '`temp`: XLA scratch per call, the larger of project and lift):\n\n' +
                  common.markdown_table(
                      ['op', 'D', 'd', 'init', 'x pass', 'project', 'x pass', 'x sort',
-                      'lift', 'x pass', 'x sort', 'p+l x pass', 'state', 'temp'],
-                     rows, align='lrr' + 'r' * 11))
+                      'lift', 'x pass', 'x sort', 'p+l x pass', 'p+l x inplace', 'state',
+                      'temp'], rows, align='lrr' + 'r' * 12))
   if res['dense_memory']:
     def foot(mem):  # What one call holds: arguments + outputs + scratch (aliases once).
       return mem['argument'] + mem['output'] + mem['temp'] - mem['alias']
@@ -612,22 +633,30 @@ def render(res: dict[str, Any]) -> str:
         f'`{m["backend"]}`: `{s["default_method"]}`.\n\n' +
         common.markdown_table(head + ['fastest'], rows, align='l' + 'r' * (len(head) - 1) + 'l'))
   if res['skipped']:
-    parts.append('Skipped: ' + '; '.join(f'{s["what"]} ({s["why"]})' for s in res['skipped']))
+    why = {}
+    for s in res['skipped']:
+      why.setdefault(s['why'], []).append(s['what'])
+    parts.append('Not timed: ' + '; '.join(f'{len(v)} rows where {w} (e.g. {v[0]})'
+                                           for w, v in why.items()) + '.')
   return '\n\n'.join(parts)
 
 
 HOW_TO_READ = """\
-How to read this: every time is the median of repeated calls of a compiled function after a
-first untimed call, each ending in `block_until_ready`. `x pass` divides it by one
-memory-bound pass over the same number of floats (`x * 2.0`, jitted), `x sort` by a
-`jnp.sort` of them, both timed in the same run; a ratio near 1 means the operation costs one
-trip through memory. `read` (`jnp.sum(x)`) touches the data without allocating an output:
-where `pass` is much slower than `read` (D >= 2^23 on CPU) the difference is page faults
-on a freshly allocated output buffer, which every operation that returns f32[D] pays too.
-`init` is the cost of drawing an operator's random state (once per subspace, so once per
-round for the time-varying method). dense_gaussian is timed only where D*d <= 2e8 by
-default (it redraws D*d normals on every call); its compiled memory shows it never holds the
-D x d matrix. Targets are reported, never asserted.
+How to read this: every time is the median of repeated calls of a compiled function, after
+a first untimed call, each ending in `block_until_ready` (compilation is timed apart, in the
+JSON). `x pass` divides a time by one memory-bound pass over the same number of floats
+(`x * 2.0`, jitted, into a new output buffer) and `x sort` by a `jnp.sort` of them, both
+timed in the same run at the same length; a ratio near 1 is one trip through memory.
+`x inplace` (JSON and targets) divides by the same pass with its input donated: on CPU a
+new buffer of >= 32 MiB (D >= 2^23 floats) is fresh memory from the OS whose page faults
+can cost far more than the arithmetic, so where `pass / inplace` is large, `x pass`
+flatters and `x inplace` is the strict figure (any operation returning f32[D] pays that
+allocation too). `init` draws an operator's random state: once per subspace, so once per
+round for the time-varying method; it is timed once per operator and D (its cost does not
+depend on d). dense_gaussian redraws its D*d normals on every call, so it is timed only
+where D*d <= 2e8 (`--dense_max_Dd` to change); its compiled memory (`memory_analysis()`,
+nothing run) shows it never holds the D x d matrix. Targets are reported, never asserted.
+Inputs are N(0, 1) float32 vectors.
 
 Commands (from the repository root):
 
@@ -683,28 +712,35 @@ def run(cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict[str, A
   return res
 
 
-_PRESET = flags.DEFINE_string('preset', 'quick', f'One of {tuple(PRESETS)}.')
-_LOG2_D = flags.DEFINE_list('log2_D', None, 'Override: operator sizes D = 2^i.')
-_DS = flags.DEFINE_list('ds', None, 'Override: subspace dimensions d.')
-_OPERATORS = flags.DEFINE_list('operators', None, f'Override: subset of {P.OPERATORS}.')
-_SECTIONS = flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
-_DENSE_MAX = flags.DEFINE_float('dense_max_Dd', None,
-                                'Override: time dense_gaussian only where D*d <= this.')
-_LARGE = flags.DEFINE_bool('large', False, 'Add D = 2^25..2^27 (GPU/TPU backends only).')
-_OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: '
-                                'benchmarks/results/projections_<backend>[_<preset>].json).')
-_README = flags.DEFINE_string('readme', None, 'Markdown file whose "projections" section is '
-                              'rewritten (default: benchmarks/README.md for --preset=full, '
-                              'none otherwise; "-" for none).')
-_RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
-                                 'the saved full-preset JSON files.')
+def define_flags() -> None:
+  """Defines the command-line flags.
+
+  Only the script entry point calls this, so importing the module (from tests, or next to
+  another benchmark that has its own ``--preset``) defines no absl flags.
+  """
+  flags.DEFINE_string('preset', 'quick', f'One of {tuple(PRESETS)}.')
+  flags.DEFINE_list('log2_D', None, 'Override: operator sizes D = 2^i.')
+  flags.DEFINE_list('ds', None, 'Override: subspace dimensions d.')
+  flags.DEFINE_list('operators', None, f'Override: subset of {P.OPERATORS}.')
+  flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
+  flags.DEFINE_float('dense_max_Dd', None, 'Override: time dense_gaussian only where D*d <= '
+                     'this.')
+  flags.DEFINE_bool('large', False, 'Add D = 2^25..2^27 (GPU/TPU backends only).')
+  flags.DEFINE_string('out_json', None, 'JSON path (default: '
+                      'benchmarks/results/projections_<backend>[_<preset>].json).')
+  flags.DEFINE_string('readme', None, 'Markdown file whose "projections" section is '
+                      'rewritten (default: benchmarks/README.md for --preset=full, none '
+                      'otherwise; "-" for none).')
+  flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from the saved '
+                    'full-preset JSON files.')
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  readme = _README.value
-  if _RENDER_ONLY.value:
+  F = flags.FLAGS
+  readme = F.readme
+  if F.render_only:
     results = saved_full_results()
     if not results:
       raise ValueError(f'render_only: no full-preset projections_*.json in {common.RESULTS_DIR}')
@@ -712,13 +748,11 @@ def main(argv: Sequence[str]) -> None:
                                  common.README if readme in (None, '') else readme)
     return
   backend = jax.default_backend()
-  cfg = make_config(
-      _PRESET.value, backend, large=_LARGE.value, log2_D=_LOG2_D.value,
-      ds=_DS.value, operators=_OPERATORS.value, sections=_SECTIONS.value,
-      dense_max_Dd=_DENSE_MAX.value)
+  cfg = make_config(F.preset, backend, large=F.large, log2_D=F.log2_D, ds=F.ds,
+                    operators=F.operators, sections=F.sections, dense_max_Dd=F.dense_max_Dd)
   log = lambda s: print(s, file=sys.stderr, flush=True)
   res = run(cfg, log)
-  out_json = _OUT_JSON.value or default_json_path(cfg.preset, backend)
+  out_json = F.out_json or default_json_path(cfg.preset, backend)
   common.write_json(out_json, res)
   print(render(res))
   print(f'\nwrote {out_json}')
@@ -733,4 +767,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -59,6 +59,39 @@ def test_time_fn_carry_needs_one_argument():
     common.time_fn(lambda x, y: x, jnp.zeros(2), jnp.zeros(2), carry=True)
 
 
+def test_time_interleaved_calls_in_rounds_and_records_cpu_time():
+  order = []
+
+  def make(name):
+    def fn(x):
+      order.append(name)
+      return x * 2
+    return fn
+
+  got = common.time_interleaved({'a': make('a'), 'b': make('b')}, jnp.ones(3), warmup=1,
+                                min_repeats=2, max_repeats=4, budget_s=0.0)
+  assert order == ['a', 'b'] * 4  # first calls, one warm-up round, two timed rounds
+  for name in ('a', 'b'):
+    wall, cpu = got[name]
+    assert wall.n == cpu.n == 2 and wall.min_s <= wall.median_s
+    assert cpu.median_s >= 0 and len(cpu.times) == 2
+  got = common.time_interleaved({'a': make('a')}, jnp.ones(3), warmup=0, min_repeats=1,
+                                max_repeats=5, budget_s=1e9)
+  assert got['a'].wall.n == 5
+
+
+@pytest.mark.parametrize('kwargs, arg', [
+    (dict(fns={}), 'fns'),
+    (dict(warmup=-1), 'warmup'),
+    (dict(min_repeats=2, max_repeats=1), 'min_repeats'),
+    (dict(budget_s=float('nan')), 'budget_s'),
+])
+def test_time_interleaved_rejects_bad_settings(kwargs, arg):
+  fns = kwargs.pop('fns', {'f': lambda: jnp.zeros(1)})
+  with pytest.raises(ValueError, match=arg):
+    common.time_interleaved(fns, **kwargs)
+
+
 def test_pooled_takes_the_median_of_all_calls():
   a = common.Timing(2.0, 1.0, 3, 9.0, (1.0, 2.0, 3.0))
   b = common.Timing(5.0, 4.0, 2, 8.0, (4.0, 6.0))

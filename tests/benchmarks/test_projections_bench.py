@@ -34,9 +34,11 @@ def cli_run(tmp_path_factory):
 
 
 def _check_timing(entry, refs):
-  for k in ('median_s', 'min_s', 'n', 'first_s', 'x_pass', 'x_inplace', 'x_sort'):
+  for k in ('median_s', 'min_s', 'n', 'first_s', 'cpu_median_s', 'cpu_min_s', 'compile_s',
+            'memory', 'x_pass', 'x_inplace', 'x_sort'):
     assert k in entry, k
   assert 0 < entry['min_s'] <= entry['median_s'] and entry['n'] >= 1
+  assert 0 <= entry['cpu_min_s'] <= entry['cpu_median_s']
   for k in bench.REFERENCES:  # The ratios are exactly time / reference time.
     assert entry[f'x_{k}'] == pytest.approx(entry['median_s'] / refs[k]['median_s'])
 
@@ -67,8 +69,11 @@ def test_operator_rows(cli_run):
       _check_timing(r[f], refs[1024])
       assert set(r[f]['memory']) >= {'temp', 'argument', 'output', 'peak'}
       assert r[f]['compile_s'] > 0
-    assert r['project_lift']['median_s'] == pytest.approx(
-        r['project']['median_s'] + r['lift']['median_s'])
+    for k in ('median_s', 'min_s', 'cpu_median_s'):
+      assert r['project_lift'][k] == pytest.approx(r['project'][k] + r['lift'][k])
+    for k in bench.REFERENCES:
+      assert r['project_lift'][f'x_{k}'] == pytest.approx(
+          r['project_lift']['median_s'] / refs[1024][k]['median_s'])
   # state_bytes: the bytes of the arrays init returns (abstractly evaluated here).
   for (op, d), r in rows.items():
     shapes = jax.eval_shape(P.get(op, D=1024, d=d).init, jax.random.PRNGKey(0))
