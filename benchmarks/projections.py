@@ -122,7 +122,7 @@ PRESETS = {
         sketch_k=50_000, sketch_cached=False, sparsify_Ds=(10**7,),
         sparsify_ks=(10**3, 10**5), wht_log2_L=(16, 20, 22), wht_kron_blocks=(128,),
         min_repeats=2, max_repeats=9, budget_s=0.3, ref_min_repeats=1),
-    # The whole grid (about 15-20 minutes on 2 CPU cores).
+    # The whole grid: 6.5 minutes on 2 idle CPU cores, 24 minutes at load average 12.
     'full': Config(
         preset='full', log2_D=(16, 18, 20, 22, 24), ds=(10**3, 10**4, 10**5),
         operators=P.OPERATORS, dense_max_Dd=2e8, dense_memory_max_Dd=2e9,
@@ -660,8 +660,8 @@ Inputs are N(0, 1) float32 vectors.
 
 Commands (from the repository root):
 
-    python -m benchmarks.projections --preset=quick   # < 2 min on 2 cores, prints tables
-    python -m benchmarks.projections --preset=full    # this table, about 15-20 min
+    python -m benchmarks.projections --preset=quick   # ~1 min on 2 idle cores, prints tables
+    python -m benchmarks.projections --preset=full    # this table: ~7 min idle, 25 loaded
     python -m benchmarks.projections --preset=full --large   # D up to 2^27 on GPU/TPU
     python -m benchmarks.projections --render_only    # rebuild this section from the JSON
 """
