@@ -1,0 +1,425 @@
+"""Tables and plots of a sweep's results (benchmarks.sweep), in the paper's layout.
+
+  python -m benchmarks.report --workdir=benchmarks/results/digits_mlp
+  python -m benchmarks.report --workdir=benchmarks/results/digits_mlp \
+      --workdir=benchmarks/results/pysource_lm --readme      # also rewrites README's sweeps section
+
+Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir:
+- `report.md`: one row per grid entry (method, budget): upload ×, download ×, overall × (relative
+  to uncompressed training on the same cohorts, mean over seeds), the metric at the last round
+  (mean ± sample standard deviation over the seeds that finished), the reference number and its
+  source where `benchmarks/reference_numbers.json` has one for the cell, the seeds (with diverged,
+  failed, skipped or pending ones named) and the mean wall time of a cell;
+- `report.json`: the same rows, machine-readable;
+- `pareto.png`: the metric against overall compression (log x), one marker series per method;
+- `metric_vs_rounds.png`, `metric_vs_bytes.png`: the metric at evaluation rounds against the round
+  and against cumulative bytes (both ways, all clients; log x), one panel per method, one line per
+  budget (mean over seeds), uncompressed in grey in every panel.
+"""
+import json
+import math
+import os
+import re
+import statistics
+from typing import Any, Optional, Sequence
+
+from benchmarks import common
+
+REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
+SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
+PLOTS = ('pareto.png', 'metric_vs_rounds.png', 'metric_vs_bytes.png')
+
+
+def lower_is_better(metric: str) -> bool:
+  """Perplexities and losses fall as a model improves; accuracies rise."""
+  return 'perplexity' in metric or metric.endswith('loss')
+
+
+def _read_json(path: str) -> Optional[Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The complete lines of a metrics.jsonl (a line cut by an interruption ends the list)."""
+  lines = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for text in f:
+        try:
+          lines.append(json.loads(text))
+        except json.JSONDecodeError:
+          break
+  return lines
+
+
+def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
+  """(sweep.json, one record per cell: its definition plus status, summary, error, metrics path).
+
+  The status comes from the cell's own files: 'finished' | 'diverged' (summary.json), 'failed'
+  (error.json), 'skipped' (method not registered when the sweep ran), else 'pending'.
+  """
+  index = _read_json(os.path.join(workdir, 'sweep.json'))
+  if index is None:
+    raise ValueError(f'workdir={workdir!r} is invalid; allowed: a sweep directory with '
+                     'sweep.json (written by python -m benchmarks.sweep)')
+  records = []
+  for cell in index['cells']:
+    d = os.path.join(workdir, cell['name'])
+    summary = _read_json(os.path.join(d, 'summary.json'))
+    error = _read_json(os.path.join(d, 'error.json'))
+    rec = {k: cell[k] for k in ('name', 'method', 'budget', 'seed', 'entry')}
+    rec.update(summary=None, error=None, metrics_path=os.path.join(d, 'metrics.jsonl'))
+    if summary is not None and summary.get('status') in ('finished', 'diverged'):
+      rec.update(status=summary['status'], summary=summary)
+    elif error is not None:
+      rec.update(status='failed', error=f'{error.get("type")}: {error.get("message")}')
+    elif cell.get('status') == 'skipped':
+      rec.update(status='skipped', error=cell.get('error'))
+    else:
+      rec.update(status='pending')
+    records.append(rec)
+  return index, records
+
+
+def load_references(path: str = REFERENCES) -> list[dict]:
+  """The entries of the reference-number file that carry a value (each checked for its source)."""
+  data = _read_json(path)
+  if data is None or not isinstance(data.get('entries'), list):
+    raise ValueError(f'references={path!r} is invalid; allowed: a JSON file with an "entries" list')
+  out = []
+  for i, e in enumerate(data['entries']):
+    if e.get('value') is None:
+      continue
+    for field in ('experiment', 'method', 'metric'):
+      if not isinstance(e.get(field), str) or not e[field]:
+        raise ValueError(f'{path}: entries[{i}].{field}={e.get(field)!r} is invalid; allowed: a '
+                         'non-empty string')
+    if not isinstance(e.get('budget', {}), dict):
+      raise ValueError(f'{path}: entries[{i}].budget={e.get("budget")!r} is invalid; allowed: an '
+                       'object of budget fields ({} for none)')
+    if isinstance(e['value'], bool) or not isinstance(e['value'], (int, float)):
+      raise ValueError(f'{path}: entries[{i}].value={e["value"]!r} is invalid; allowed: a number '
+                       'or null')
+    source = e.get('source') or {}
+    for field in SOURCE_FIELDS:
+      if not isinstance(source.get(field), str) or not source[field].strip():
+        raise ValueError(f'{path}: entries[{i}].source.{field}={source.get(field)!r} is invalid; '
+                         f'allowed: a non-empty string (every number names its {", ".join(SOURCE_FIELDS)})')
+    out.append(e)
+  return out
+
+
+def find_reference(references: Sequence[dict], experiment: str, method: str, budget: dict,
+                   metric: str) -> Optional[dict]:
+  """The entry for this cell (budget compared field by field, numbers by value), or None."""
+  for e in references:
+    if (e['experiment'] == experiment and e['method'] == method and e['metric'] == metric
+        and _same_budget(e.get('budget', {}), budget)):
+      return e
+  return None
+
+
+def _same_budget(a: dict, b: dict) -> bool:
+  if set(a) != set(b):
+    return False
+  for k in a:
+    x, y = a[k], b[k]
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+      if float(x) != float(y):
+        return False
+    elif str(x) != str(y):
+      return False
+  return True
+
+
+def _mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
+  if not values:
+    return None, None
+  mean = statistics.fmean(values)
+  return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] = ()) -> list[dict]:
+  """One row per grid entry, in grid order (see the module docstring for the columns)."""
+  metric = index['sweep']['metric']
+  experiment = index['sweep'].get('reference', '')
+  order = {e: i for i, e in enumerate(index['sweep']['grid'])}
+  groups: dict[str, list[dict]] = {}
+  for rec in records:
+    groups.setdefault(rec['entry'], []).append(rec)
+  rows = []
+  for entry in sorted(groups, key=lambda e: order.get(e, len(order))):
+    recs = sorted(groups[entry], key=lambda r: r['seed'])
+    finished = [r for r in recs if r['status'] == 'finished']
+    done = [r for r in recs if r['status'] in ('finished', 'diverged')]
+    values = [r['summary']['final'][metric] for r in finished if metric in r['summary']['final']]
+    mean, std = _mean_std(values)
+    ratios = {}
+    for key in ('upload_compression', 'download_compression', 'overall_compression'):
+      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished])[0]
+    wall = _mean_std([r['summary']['time_total_s'] for r in done])[0]
+    notes = []
+    for r in recs:
+      if r['status'] == 'diverged':
+        notes.append(f'seed {r["seed"]} diverged at round {r["summary"]["diverged_round"]}')
+      elif r['status'] == 'failed':
+        notes.append(f'seed {r["seed"]} failed ({r["error"]})')
+      elif r['status'] in ('skipped', 'pending'):
+        notes.append(f'seed {r["seed"]} {r["status"]}')
+    ref = find_reference(references, experiment, recs[0]['method'], recs[0]['budget'], metric)
+    rows.append({
+        'method': recs[0]['method'], 'budget': recs[0]['budget'], 'entry': entry,
+        'metric': metric, 'mean': mean, 'std': std, 'values': values,
+        'seeds': [r['seed'] for r in finished], 'num_seeds': len(recs), **ratios,
+        'wall_s_per_cell': wall, 'notes': notes,
+        'reference': None if ref is None else ref['value'],
+        'reference_source': None if ref is None else ', '.join(
+            f'{f} {ref["source"][f]}' if f != 'paper' else ref['source'][f] for f in SOURCE_FIELDS),
+        'skipped_reason': next((r['error'] for r in recs if r['status'] == 'skipped'), None)})
+  return rows
+
+
+def _fmt_value(metric: str, v: Optional[float]) -> str:
+  if v is None or not math.isfinite(v):
+    return '-' if v is None else str(v)
+  return f'{v:.4f}' if 'accuracy' in metric else f'{v:.4g}'
+
+
+def _fmt_ratio(v: Optional[float]) -> str:
+  if v is None:
+    return '-'
+  return f'{v:.0f}' if v >= 1000 else f'{v:.3g}'
+
+
+def budget_text(budget: dict) -> str:
+  return ', '.join(f'{k}={v}' for k, v in budget.items()) or '-'
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+  """The rows as a markdown table in the paper's layout, reference columns after the metric."""
+  if not rows:
+    raise ValueError('rows: need at least one row, got none')
+  metric = rows[0]['metric']
+  headers = ['method', 'budget', 'upload ×', 'download ×', 'overall ×',
+             f'{metric} (mean ± std)', 'reference', 'reference source', 'seeds', 'wall s/cell']
+  body = []
+  for r in rows:
+    value = _fmt_value(metric, r['mean'])
+    if r['std'] is not None:
+      value += f' ± {_fmt_value(metric, r["std"])}'
+    seeds = f'{len(r["seeds"])}/{r["num_seeds"]}'
+    if r['notes']:
+      seeds += ': ' + '; '.join(r['notes'])
+    body.append([f'`{r["method"]}`', budget_text(r['budget']), _fmt_ratio(r['upload_compression']),
+                 _fmt_ratio(r['download_compression']), _fmt_ratio(r['overall_compression']),
+                 value, _fmt_value(metric, r['reference']), r['reference_source'] or '-', seeds,
+                 '-' if r['wall_s_per_cell'] is None else f'{r["wall_s_per_cell"]:.1f}'])
+  return common.markdown_table(headers, [[c.replace('|', '\\|') for c in row] for row in body],
+                               align='llrrrrrllr')
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+_MARKERS = 'o^sDvP*X<>hp'
+
+
+def _method_styles(methods: Sequence[str]) -> dict:
+  plt = _pyplot()
+  colors = plt.get_cmap('tab20').colors
+  return {m: {'color': colors[i % len(colors)], 'marker': _MARKERS[i % len(_MARKERS)]}
+          for i, m in enumerate(methods)}
+
+
+def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
+  """The metric against overall compression (log x), one marker series per method."""
+  plt = _pyplot()
+  metric = rows[0]['metric']
+  methods = list(dict.fromkeys(r['method'] for r in rows))
+  styles = _method_styles(methods)
+  fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+  for m in methods:
+    pts = sorted((r['overall_compression'], r['mean'], r['std'] or 0.0) for r in rows
+                 if r['method'] == m and r['mean'] is not None and r['overall_compression'])
+    if not pts:
+      continue
+    x, y, e = zip(*pts)
+    ax.errorbar(x, y, yerr=e, label=m, linestyle='-', linewidth=1, markersize=6, capsize=2,
+                **styles[m])
+  ax.set_xscale('log')
+  ax.set_xlabel('overall compression × (upload + download, vs uncompressed; log scale)')
+  better = 'lower' if lower_is_better(metric) else 'higher'
+  ax.set_ylabel(f'{metric} ({better} is better)')
+  if lower_is_better(metric):
+    ax.set_yscale('log')
+  ax.set_title(title or f'{metric} against compression')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=8, loc='best', ncol=2)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _curves(records: Sequence[dict], metric: str, x_key: str) -> dict:
+  """entry -> (x: mean over seeds at each evaluation round, y: mean metric) of finished cells."""
+  out = {}
+  groups: dict[str, list[list[dict]]] = {}
+  for rec in records:
+    if rec['status'] != 'finished':
+      continue
+    lines = [l for l in read_metrics(rec['metrics_path']) if metric in l]
+    if lines:
+      groups.setdefault(rec['entry'], []).append(lines)
+  for entry, runs in groups.items():
+    n = min(len(r) for r in runs)
+    xs = [statistics.fmean(float(r[i][x_key]) for r in runs) for i in range(n)]
+    ys = [statistics.fmean(float(r[i][metric]) for r in runs) for i in range(n)]
+    out[entry] = (xs, ys)
+  return out
+
+
+def plot_curves(rows: Sequence[dict], records: Sequence[dict], path: str, x_key: str,
+                x_label: str, log_x: bool, x_scale: float = 1.0, title: str = '') -> None:
+  """One panel per method, one line per budget: the metric at evaluation rounds against x_key."""
+  plt = _pyplot()
+  metric = rows[0]['metric']
+  curves = _curves(records, metric, x_key)
+  methods = list(dict.fromkeys(r['method'] for r in rows))
+  ncol = min(4, len(methods))
+  nrow = -(-len(methods) // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), dpi=100, squeeze=False,
+                           sharex=True, sharey=True)
+  base = next((r['entry'] for r in rows if r['method'] == 'uncompressed'), None)
+  for ax, m in zip(axes.flat, methods):
+    if base in curves and m != 'uncompressed':
+      x, y = curves[base]
+      ax.plot([v / x_scale for v in x], y, color='0.6', linestyle='--', linewidth=1,
+              label='uncompressed')
+    for r in rows:
+      if r['method'] == m and r['entry'] in curves:
+        x, y = curves[r['entry']]
+        ax.plot([v / x_scale for v in x], y, marker='.', linewidth=1.2,
+                label=budget_text(r['budget']) if r['budget'] else m)
+    ax.set_title(m, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc='best')
+    if log_x:
+      ax.set_xscale('log')
+    if lower_is_better(metric):
+      ax.set_yscale('log')
+  for ax in list(axes.flat)[len(methods):]:
+    ax.axis('off')
+  for ax in axes[-1]:
+    ax.set_xlabel(x_label, fontsize=8)
+  for ax in axes[:, 0]:
+    ax.set_ylabel(metric, fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report files
+
+def report_markdown(index: dict, rows: Sequence[dict], workdir: str) -> str:
+  sweep = index['sweep']
+  name = index['name']
+  rel = os.path.relpath(os.path.abspath(workdir), common.REPO_ROOT)
+  command = index.get('command') or f'python -m benchmarks.sweep --config=<sweep config of {name}>'
+  overrides = ', '.join(f'`{o}`' for o in sweep['overrides']) or 'none'
+  arg = f' with `{sweep["experiment_arg"]}`' if sweep['experiment_arg'] else ''
+  machines = '; '.join(index.get('machines', [])) or 'not recorded'
+  skipped = sorted({f'`{r["method"]}` ({r["skipped_reason"]})' for r in rows if r['skipped_reason']})
+  lines = [
+      f'### Sweep `{name}`', '',
+      f'Experiment `{sweep["experiment"]}`{arg}; overrides {overrides}; seeds '
+      f'{", ".join(str(s) for s in sweep["seeds"])}. Metric: `{sweep["metric"]}` at the last round, '
+      'mean ± sample standard deviation over the seeds that finished. Compression: bytes of '
+      'uncompressed training on the same cohorts divided by the method\'s (mean over seeds). Wall '
+      'time: one whole cell (build, compile, rounds, evaluation), mean over seeds, on a machine '
+      f'shared with other work: {machines}.', '',
+      f'Regenerate: `{command}` (resumes; finished cells are kept), then '
+      f'`python -m benchmarks.report --workdir={rel}`.', '',
+      markdown_table(rows), '']
+  if skipped:
+    lines += ['Skipped: ' + '; '.join(skipped) + '.', '']
+  lines += [f'![{sweep["metric"]} against overall compression](pareto.png)', '',
+            f'![{sweep["metric"]} against rounds](metric_vs_rounds.png)', '',
+            f'![{sweep["metric"]} against cumulative bytes](metric_vs_bytes.png)', '']
+  return '\n'.join(lines)
+
+
+def write_report(workdir: str, references: str = REFERENCES) -> dict:
+  """Writes report.md, report.json and the three PNGs into workdir; returns {name: path}."""
+  index, records = load_sweep(workdir)
+  rows = aggregate(index, records, load_references(references))
+  name = index['name']
+  metric = index['sweep']['metric']
+  paths = {p: os.path.join(workdir, p) for p in ('report.md', 'report.json') + PLOTS}
+  with open(paths['report.md'], 'w') as f:
+    f.write(report_markdown(index, rows, workdir))
+  common.write_json(paths['report.json'], {'name': name, 'rows': rows})
+  plot_pareto(rows, paths['pareto.png'], f'{name}: {metric} against compression')
+  plot_curves(rows, records, paths['metric_vs_rounds.png'], 'round', 'round', log_x=False,
+              title=f'{name}: {metric} against rounds (mean over seeds)')
+  plot_curves(rows, records, paths['metric_vs_bytes.png'], 'cum_bytes_total',
+              'cumulative MiB, up + down, all clients', log_x=True, x_scale=2**20,
+              title=f'{name}: {metric} against cumulative bytes (mean over seeds)')
+  return paths
+
+
+def readme_section(workdirs: Sequence[str]) -> str:
+  """benchmarks/README.md's sweeps section: each workdir's report.md (or intrinsic_dim.md), with
+  image links made relative to benchmarks/."""
+  parts = ['## Sweeps: the paper\'s tables at small scale', '',
+           'Each table comes from `python -m benchmarks.sweep` (one directory per cell under '
+           '`results/<sweep>/`: config.json, metrics.jsonl, summary.json) and '
+           '`python -m benchmarks.report`; the intrinsic dimension from '
+           '`python -m benchmarks.intrinsic_dim`. The sweep configs are in `configs/sweeps/`.', '']
+  for workdir in workdirs:
+    rel = os.path.relpath(os.path.abspath(workdir), common.BENCH_DIR)
+    for md in ('report.md', 'intrinsic_dim.md'):
+      path = os.path.join(workdir, md)
+      if os.path.exists(path):
+        text = open(path).read()
+        text = re.sub(r'\]\(([^)/:]+\.png)\)', lambda m: f']({rel}/{m.group(1)})', text)
+        parts += [text.strip(), '']
+  return '\n'.join(parts)
+
+
+def main(argv):
+  from absl import flags
+  del argv
+  f = flags.FLAGS
+  for workdir in f.workdir:
+    if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
+      print(f'{workdir}: written by benchmarks.intrinsic_dim (intrinsic_dim.md), left as it is')
+      continue
+    paths = write_report(workdir, f.references)
+    print(f'{workdir}: ' + ', '.join(os.path.basename(p) for p in paths.values()))
+  if f.readme:
+    common.update_readme_section('sweeps', readme_section(f.workdir))
+    print(f'updated the sweeps section of {common.README}')
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  flags.DEFINE_multi_string('workdir', None, 'Sweep directory (repeat for several).')
+  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_string('references', REFERENCES, 'Reference numbers (JSON, every number with its '
+                      'source).')
+  flags.DEFINE_bool('readme', False, 'Also rewrite the sweeps section of benchmarks/README.md '
+                    'from the given workdirs.')
+  app.run(main)

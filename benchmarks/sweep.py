@@ -1,0 +1,410 @@
+"""Runs a sweep: a grid of experiment cells (method × budget × seed), each in its own directory.
+
+  python -m benchmarks.sweep --config=configs/sweeps/digits_mlp.py
+  python -m benchmarks.sweep --config=configs/sweeps/paper_table_cifar.py --workdir=/data/sweeps/cifar \
+      --config.seeds=0,1 --config.overrides='("data.data_dir=/data/tfds",)'
+  python -m benchmarks.sweep --config=configs/sweeps/digits_mlp.py --list     # cells and their status
+
+A sweep config (configs/sweeps/*.py, `get_config()`) has the fields
+  name: str                  results directory name (default workdir: benchmarks/results/<name>)
+  experiment: str            experiment config file, relative to the repository root
+  experiment_arg: str        its argument common to every cell (e.g. 'model=mlp'; may be '')
+  grid: tuple[str, ...]      one `get_config` argument per (method, budget): 'method=fetchsgd,rows=5,...'
+  seeds: tuple[int, ...]     every grid entry runs once per seed
+  overrides: tuple[str, ...] 'field.path=value' set on every cell's config after `get_config`
+  metric: str                the summary metric tables and plots show ('test_accuracy', ...)
+  reference: str             the experiment's key in benchmarks/reference_numbers.json
+Cell `m__budget__seed=s` (budget: the entry's fields after `method`, joined by '_') runs
+`experiment.run(get_config('<experiment_arg>,<grid entry>,seed=<s>') + overrides)` in-process in
+`<workdir>/<cell>/`.
+
+Resuming. A cell is done when its `summary.json` (written atomically by `experiment.run`, last)
+exists with status 'finished' or 'diverged' (NaN/inf loss: `diverged_round` says when); done cells
+are never recomputed, so a killed sweep started again continues with the first cell not done. A cell
+that raises is recorded in `<cell>/error.json` (type, message, traceback) and the sweep goes on; it
+is tried again when the sweep is started again (`--noretry_failed` keeps the error). A method not in
+`fedjax_intrinsic.algorithms.METHODS` is skipped with a message. If a done cell's `config.json` no
+longer matches the config the sweep would build (the sweep or experiment config changed), the sweep
+stops naming the cell and the differing fields, unless `--stale=rerun` (recompute it) or
+`--stale=keep` (keep the old result).
+
+Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status; rewritten
+atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
+load average when it started), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
+"""
+import json
+import os
+import re
+import sys
+import time
+import traceback
+import importlib.util
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import ml_collections
+
+from benchmarks import common
+
+DONE = ('finished', 'diverged')
+STALE_POLICIES = ('error', 'rerun', 'keep')
+SWEEP_FIELDS = ('name', 'experiment', 'experiment_arg', 'grid', 'seeds', 'overrides', 'metric',
+                'reference')
+_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+=-]*$')
+
+
+class Cell(NamedTuple):
+  """One run of a sweep.
+
+  name: its directory name, '<method>__<budget>__seed=<s>' ('<method>__seed=<s>' without budget).
+  method: the method name. budget: the grid entry's other fields, in order ({} for none).
+  seed: the run's seed. entry: the grid entry it comes from. arg: the full `get_config` argument.
+  """
+  name: str
+  method: str
+  budget: dict
+  seed: int
+  entry: str
+  arg: str
+
+
+def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file `path` (relative paths: from the repository root)."""
+  full = path if os.path.isabs(path) else os.path.join(common.REPO_ROOT, path)
+  if not os.path.isfile(full):
+    raise ValueError(f'config file {path!r} is invalid; allowed: an existing .py file with '
+                     'get_config (paths relative to the repository root)')
+  if common.REPO_ROOT not in sys.path:   # configs import each other as `configs.<name>`
+    sys.path.insert(0, common.REPO_ROOT)
+  module_name = '_sweep_config_' + re.sub(r'\W', '_', os.path.relpath(full, common.REPO_ROOT))
+  spec = importlib.util.spec_from_file_location(module_name, full)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def validate_sweep(sweep: ml_collections.ConfigDict) -> None:
+  """Checks the sweep config's own fields (not the cells'); raises ValueError naming the field."""
+  for field in SWEEP_FIELDS:
+    if field not in sweep:
+      raise ValueError(f'sweep field {field!r} is missing; allowed fields: {", ".join(SWEEP_FIELDS)}')
+  if not isinstance(sweep.name, str) or not _NAME.match(sweep.name):
+    raise ValueError(f'name={sweep.name!r} is invalid; allowed: letters, digits and _.+=- '
+                     '(a directory name)')
+  if not sweep.grid:
+    raise ValueError('grid=() is invalid; allowed: a non-empty tuple of get_config arguments')
+  seeds = tuple(sweep.seeds)
+  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+      or len(set(seeds)) != len(seeds):
+    raise ValueError(f'seeds={seeds!r} is invalid; allowed: distinct non-negative integers, at '
+                     'least one')
+  for item in sweep.overrides:
+    if not isinstance(item, str) or '=' not in item:
+      raise ValueError(f'overrides item {item!r} is invalid; allowed: "field.path=value" strings')
+
+
+def _parse_entry(entry: str) -> tuple[str, dict]:
+  from fedjax_intrinsic import config as config_lib
+  values = config_lib.parse_arg(entry)
+  method = values.pop('method', None)
+  if not isinstance(method, str):
+    raise ValueError(f'grid entry {entry!r} is invalid; allowed: an argument starting with '
+                     'method=<name>')
+  for key in ('seed', 'model', 'data'):
+    if key in values:
+      raise ValueError(f'grid entry {entry!r} is invalid: {key} is set by the sweep (seeds, '
+                       'experiment_arg); allowed: the method and its budget fields')
+  return method, values
+
+
+def budget_label(budget: dict) -> str:
+  """{'rows': 5, 'cols': 100} -> 'rows=5_cols=100' ('' for no budget)."""
+  return '_'.join(f'{k}={v}' for k, v in budget.items())
+
+
+def expand(sweep: ml_collections.ConfigDict) -> list[Cell]:
+  """The sweep's cells in run order: the whole grid with the first seed, then with the next, ...
+
+  (so a sweep cut short still has every grid entry with the first seeds).
+  """
+  validate_sweep(sweep)
+  cells, names = [], set()
+  entries = [(entry, *_parse_entry(entry)) for entry in sweep.grid]
+  for seed in sweep.seeds:
+    for entry, method, budget in entries:
+      label = budget_label(budget)
+      name = f'{method}__{label}__seed={seed}' if label else f'{method}__seed={seed}'
+      if not _NAME.match(name):
+        raise ValueError(f'grid entry {entry!r} gives the cell name {name!r}; allowed: letters, '
+                         'digits and _.+=- in budget values')
+      if name in names:
+        raise ValueError(f'grid entry {entry!r} is invalid: cell {name!r} appears twice')
+      names.add(name)
+      arg = ','.join(filter(None, [sweep.experiment_arg, entry, f'seed={seed}']))
+      cells.append(Cell(name, method, budget, int(seed), entry, arg))
+  return cells
+
+
+def _set_field(config: ml_collections.ConfigDict, item: str) -> None:
+  from fedjax_intrinsic import config as config_lib
+  path, text = item.split('=', 1)
+  value = config_lib.parse_arg(f'v={text}')['v'] if text else ''
+  node, parts = config, path.strip().split('.')
+  for part in parts[:-1]:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f'overrides item {item!r} is invalid: no field {path!r} in the config')
+    node = node[part]
+  last = parts[-1]
+  if last not in node:
+    raise ValueError(f'overrides item {item!r} is invalid: no field {path!r} in the config')
+  old = node[last]
+  if isinstance(old, bool):
+    if text not in ('True', 'False', 'true', 'false', '0', '1'):
+      raise ValueError(f'overrides item {item!r} is invalid; allowed for a bool: True, False, 1, 0')
+    value = text in ('True', 'true', '1')
+  elif isinstance(old, float) and isinstance(value, int):
+    value = float(value)
+  elif old is not None and not isinstance(value, type(old)):
+    raise ValueError(f'overrides item {item!r} is invalid: {path} holds a {type(old).__name__}')
+  node[last] = value
+
+
+def cell_config(sweep: ml_collections.ConfigDict, cell: Cell) -> ml_collections.ConfigDict:
+  """The experiment config of `cell`: the experiment file's `get_config(cell.arg)`, then overrides."""
+  config = load_config_file(sweep.experiment, cell.arg)
+  for item in sweep.overrides:
+    _set_field(config, item)
+  return config
+
+
+def _jsonable(obj: Any) -> Any:
+  """`obj` as `experiment.run` writes it to config.json (tuples as lists, numbers as numbers)."""
+  def default(x):
+    if hasattr(x, 'tolist'):
+      return x.tolist()
+    return str(x)
+  return json.loads(json.dumps(obj, default=default))
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def _config_diff(old: Any, new: Any, prefix: str = '') -> list[str]:
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new)):
+      out += _config_diff(old.get(k, '<absent>'), new.get(k, '<absent>'), f'{prefix}{k}.')
+    return out
+  return [] if old == new else [f'{prefix[:-1]}: {old!r} -> {new!r}']
+
+
+def cell_state(workdir: str, cell: Cell) -> dict:
+  """{'status': 'finished'|'diverged'|'failed'|'pending', ...} from the files of `cell`."""
+  d = os.path.join(workdir, cell.name)
+  summary = _read_json(os.path.join(d, 'summary.json'))
+  if summary is not None and summary.get('status') in DONE:
+    return {'status': summary['status'], 'diverged_round': summary.get('diverged_round'),
+            'time_total_s': summary.get('time_total_s')}
+  error = _read_json(os.path.join(d, 'error.json'))
+  if error is not None:
+    return {'status': 'failed', 'error': f'{error.get("type")}: {error.get("message")}'}
+  return {'status': 'pending'}
+
+
+def _clear_partial(d: str, keep_checkpoints: bool) -> None:
+  """Removes what an unfinished attempt left (a stale summary/metrics/error), keeping checkpoints."""
+  for name in ('summary.json', 'metrics.jsonl', 'error.json', 'config.json'):
+    path = os.path.join(d, name)
+    if os.path.exists(path) and not (keep_checkpoints and name in ('metrics.jsonl', 'config.json')):
+      os.remove(path)
+
+
+def _progress_printer(prefix: str, rounds: int, metric: str, log: Callable[[str], None]):
+  def show(line):
+    if any(k.startswith('test_') for k in line) or line['round'] == rounds:
+      value = line.get(metric)
+      value = f' {metric} {value:.4f}' if isinstance(value, float) else ''
+      log(f'{prefix} round {line["round"]}/{rounds} loss {line["train_loss"]:.4f}{value} '
+          f'overall x{line["overall_compression"]:.3g}')
+  return show
+
+
+def run_cell(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, *,
+             progress: Optional[Callable[[dict], None]] = None,
+             log: Callable[[str], None] = print, prefix: str = '') -> dict:
+  """Runs one cell now (whatever its files say) and returns its state (see `cell_state`).
+
+  An exception from building or running the experiment is recorded in `<cell>/error.json` and
+  returned as status 'failed'; KeyboardInterrupt (and other BaseExceptions) propagate, leaving the
+  cell unfinished.
+  """
+  from fedjax_intrinsic import experiment
+  d = os.path.join(workdir, cell.name)
+  os.makedirs(d, exist_ok=True)
+  t0 = time.time()
+  config = None
+  try:
+    config = cell_config(sweep, cell)
+    _clear_partial(d, keep_checkpoints=bool(config.checkpoint_every))
+    common.write_json(os.path.join(d, 'cell.json'), {
+        **cell._asdict(), 'sweep': sweep.name, 'experiment': sweep.experiment,
+        'overrides': list(sweep.overrides), 'started_utc': time.strftime('%Y-%m-%d %H:%M:%S',
+                                                                          time.gmtime()),
+        'machine': common.machine_line(common.machine_info()),
+        'load_average_at_start': common.load_average()})
+    shown = _progress_printer(prefix, config.rounds, sweep.metric, log)
+
+    def on_round(line):
+      shown(line)
+      if progress is not None:
+        progress(line)
+
+    summary = experiment.run(config, d, progress=on_round)
+  except Exception as e:  # a failing cell is recorded; the sweep goes on
+    error = {'type': type(e).__name__, 'message': str(e).splitlines()[0] if str(e) else '',
+             'traceback': traceback.format_exc(), 'time_s': time.time() - t0,
+             'config': config.to_dict() if config is not None else None}
+    common.write_json(os.path.join(d, 'error.json'), _jsonable(error))
+    log(f'{prefix} FAILED: {error["type"]}: {error["message"]}')
+    return {'status': 'failed', 'error': f'{error["type"]}: {error["message"]}'}
+  state = {'status': summary['status'], 'diverged_round': summary['diverged_round'],
+           'time_total_s': summary['time_total_s']}
+  where = f' at round {summary["diverged_round"]}' if summary['status'] == 'diverged' else ''
+  log(f'{prefix} {summary["status"]}{where} in {summary["time_total_s"]:.1f} s')
+  return state
+
+
+def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
+  """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
+  old = _read_json(os.path.join(workdir, cell.name, 'config.json'))
+  new = _jsonable(cell_config(sweep, cell).to_dict())
+  if old == new:
+    return False
+  diff = _config_diff(old or {}, new)
+  if policy == 'keep':
+    return False
+  if policy == 'rerun':
+    return True
+  raise ValueError(f'cell {cell.name!r} in {workdir} was run with another config '
+                   f'({"; ".join(diff[:4])}); allowed: --stale=rerun to recompute it, '
+                   '--stale=keep to keep it, or a new --workdir')
+
+
+def _write_index(sweep, workdir: str, cells: Sequence[Cell], states: dict,
+                 command: Optional[str]) -> None:
+  index = _read_json(os.path.join(workdir, 'sweep.json')) or {}
+  machines = index.get('machines', [])
+  line = common.machine_line(common.machine_info())
+  # A machine line ends with the date: keep one line per distinct machine (the latest date).
+  key = line.rsplit(';', 1)[0]
+  machines = [m for m in machines if m.rsplit(';', 1)[0] != key] + [line]
+  common.write_json(os.path.join(workdir, 'sweep.json'), {
+      'name': sweep.name, 'command': command or index.get('command'),
+      'sweep': _jsonable(sweep.to_dict()), 'machines': machines,
+      'cells': [{**c._asdict(), **states.get(c.name, {'status': 'pending'})} for c in cells]})
+
+
+def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[str] = None,
+              retry_failed: bool = True, stale: str = 'error',
+              progress: Optional[Callable[[Cell, dict], None]] = None,
+              log: Callable[[str], None] = print, command: Optional[str] = None) -> dict:
+  """Runs every cell of `sweep` not yet done; returns {cell name: state} for the selected cells.
+
+  Args:
+    only: a regular expression; only cells whose name it matches (re.search) are run or listed.
+    retry_failed: run cells that failed in an earlier attempt again (else keep their error).
+    stale: what to do with a done cell whose config.json differs from today's config (see module
+      docstring): 'error' | 'rerun' | 'keep'.
+    progress: called as progress(cell, metrics_line) after every round of every cell run now.
+    log: where the progress lines go.
+    command: the command that runs this sweep (recorded in sweep.json for the report).
+  """
+  from fedjax_intrinsic import algorithms
+  if stale not in STALE_POLICIES:
+    raise ValueError(f'stale={stale!r} is invalid; allowed: {", ".join(STALE_POLICIES)}')
+  cells = [c for c in expand(sweep) if only is None or re.search(only, c.name)]
+  os.makedirs(workdir, exist_ok=True)
+  states = {c.name: cell_state(workdir, c) for c in cells}
+  for c in cells:
+    if c.method not in algorithms.METHODS:
+      states[c.name] = {'status': 'skipped', 'error': f'method {c.method!r} is not registered in '
+                        'fedjax_intrinsic.algorithms.METHODS (yet)'}
+    elif states[c.name]['status'] in DONE and _check_stale(sweep, c, workdir, stale):
+      states[c.name] = {'status': 'pending'}
+  todo = [c for c in cells if states[c.name]['status'] == 'pending'
+          or (retry_failed and states[c.name]['status'] == 'failed')]
+  done = sum(states[c.name]['status'] in DONE for c in cells)
+  log(f'sweep {sweep.name}: {len(cells)} cells, {done} done, {len(todo)} to run, '
+      f'workdir {workdir}')
+  for c in cells:
+    if states[c.name]['status'] == 'skipped':
+      log(f'  skip {c.name}: {states[c.name]["error"]}')
+  _write_index(sweep, workdir, cells, states, command)
+  for i, c in enumerate(todo):
+    prefix = f'[{done + 1}/{len(cells)}] {c.name}:'
+    log(f'{prefix} starting')
+    hook = None if progress is None else (lambda line, c=c: progress(c, line))
+    try:
+      states[c.name] = run_cell(sweep, c, workdir, progress=hook, log=log, prefix=prefix)
+    except BaseException:
+      log(f'{prefix} interrupted; run the same command again to resume from this cell')
+      raise
+    done += states[c.name]['status'] in DONE
+    _write_index(sweep, workdir, cells, states, command)
+  counts = {}
+  for s in states.values():
+    counts[s['status']] = counts.get(s['status'], 0) + 1
+  log(f'sweep {sweep.name}: ' + ', '.join(f'{v} {k}' for k, v in sorted(counts.items())))
+  return states
+
+
+def default_workdir(sweep: ml_collections.ConfigDict) -> str:
+  return os.path.join(common.RESULTS_DIR, sweep.name)
+
+
+def main(argv):
+  from absl import flags
+  del argv
+  f = flags.FLAGS
+  sweep = _SWEEP.value
+  workdir = f.workdir or default_workdir(sweep)
+  if f.list or f.dry_run:
+    from fedjax_intrinsic import config as config_lib
+    cells = [c for c in expand(sweep) if f.only is None or re.search(f.only, c.name)]
+    for c in cells:
+      line = f'{c.name:60s} {cell_state(workdir, c)["status"]}'
+      if f.dry_run:
+        config_lib.validate(cell_config(sweep, c))
+        line += '  (config valid)'
+      print(line)
+    return
+  from ml_collections import config_flags
+  command = f'python -m benchmarks.sweep --config={config_flags.get_config_filename(f["config"])}'
+  if f.workdir:
+    command += f' --workdir={f.workdir}'
+  try:
+    run_sweep(sweep, workdir, only=f.only, retry_failed=f.retry_failed, stale=f.stale,
+              log=lambda s: print(s, file=sys.stderr, flush=True), command=command)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  from ml_collections import config_flags
+  _SWEEP = config_flags.DEFINE_config_file('config', None, 'Sweep config file (configs/sweeps/*.py).',
+                                           lock_config=True)
+  flags.mark_flag_as_required('config')
+  flags.DEFINE_string('workdir', None, 'Sweep directory (default benchmarks/results/<name>).')
+  flags.DEFINE_string('only', None, 'Regular expression: run only the cells whose name matches.')
+  flags.DEFINE_bool('retry_failed', True, 'Run cells that failed before again.')
+  flags.DEFINE_enum('stale', 'error', STALE_POLICIES, 'A done cell whose config changed: stop '
+                    '(error), recompute it (rerun) or keep its result (keep).')
+  flags.DEFINE_bool('list', False, 'List the cells and their status, run nothing.')
+  flags.DEFINE_bool('dry_run', False, 'Build and validate every cell config, run nothing.')
+  app.run(main)
