@@ -11,7 +11,9 @@ Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir
   source where `benchmarks/reference_numbers.json` has one for the cell, the seeds (with diverged,
   failed, skipped or pending ones named) and the mean wall time of a cell;
 - `report.json`: the same rows, machine-readable;
-- `pareto.png`: the metric against overall compression (log x), one marker series per method;
+- `pareto.png`: the metric against overall compression (log x), one marker series per method
+  (and variant: a grid entry's fields other than the budget fields d, num_subspaces, k, rows,
+  cols, rank, e.g. fetchsgd's masking);
 - `metric_vs_rounds.png`, `metric_vs_bytes.png`: the metric at evaluation rounds against the round
   and against cumulative bytes (both ways, all clients; log x), one panel per method, one line per
   budget (mean over seeds), uncompressed in grey in every panel.
@@ -28,6 +30,8 @@ from benchmarks import common
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
 PLOTS = ('pareto.png', 'metric_vs_rounds.png', 'metric_vs_bytes.png')
+# Grid-entry fields that set a budget (PAPER.md §5's sweep axes); other fields name a variant.
+BUDGET_FIELDS = ('d', 'num_subspaces', 'k', 'rows', 'cols', 'rank')
 
 
 def lower_is_better(metric: str) -> bool:
@@ -242,21 +246,39 @@ def _method_styles(methods: Sequence[str]) -> dict:
           for i, m in enumerate(methods)}
 
 
+def series(row: dict) -> str:
+  """The method plus its non-budget options: 'fetchsgd (masking=buckets)', 'intrinsic_static'."""
+  variant = {k: v for k, v in row['budget'].items() if k not in BUDGET_FIELDS}
+  return row['method'] + (f' ({budget_text(variant)})' if variant else '')
+
+
 def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
-  """The metric against overall compression (log x), one marker series per method."""
+  """The metric against overall compression (log x), one marker series per method (and variant).
+
+  A grid entry where some seeds diverged or failed is drawn hollow (mean of the seeds that finished).
+  """
   plt = _pyplot()
   metric = rows[0]['metric']
-  methods = list(dict.fromkeys(r['method'] for r in rows))
-  styles = _method_styles(methods)
-  fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-  for m in methods:
-    pts = sorted((r['overall_compression'], r['mean'], r['std'] or 0.0) for r in rows
-                 if r['method'] == m and r['mean'] is not None and r['overall_compression'])
+  names = list(dict.fromkeys(series(r) for r in rows))
+  styles = _method_styles(names)
+  fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+  partial = False
+  for name in names:
+    pts = sorted((r['overall_compression'], r['mean'], r['std'] or 0.0,
+                  len(r['seeds']) < r['num_seeds']) for r in rows
+                 if series(r) == name and r['mean'] is not None and r['overall_compression'])
     if not pts:
       continue
-    x, y, e = zip(*pts)
-    ax.errorbar(x, y, yerr=e, label=m, linestyle='-', linewidth=1, markersize=6, capsize=2,
-                **styles[m])
+    x, y, e, incomplete = zip(*pts)
+    ax.errorbar(x, y, yerr=e, label=name, linestyle='-', linewidth=1, markersize=6, capsize=2,
+                **styles[name])
+    hollow = [(a, b) for a, b, bad in zip(x, y, incomplete) if bad]
+    if hollow:
+      partial = True
+      ax.scatter(*zip(*hollow), s=60, facecolors='white', edgecolors=styles[name]['color'],
+                 marker=styles[name]['marker'], zorder=5)
+  if partial:
+    ax.scatter([], [], s=60, facecolors='white', edgecolors='k', label='some seeds diverged/failed')
   ax.set_xscale('log')
   ax.set_xlabel('overall compression × (upload + download, vs uncompressed; log scale)')
   better = 'lower' if lower_is_better(metric) else 'higher'
