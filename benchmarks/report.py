@@ -406,10 +406,17 @@ def readme_section(workdirs: Sequence[str]) -> str:
   """benchmarks/README.md's sweeps section: each workdir's report.md (or intrinsic_dim.md), with
   image links made relative to benchmarks/."""
   parts = ['## Sweeps: the paper\'s tables at small scale', '',
-           'Each table comes from `python -m benchmarks.sweep` (one directory per cell under '
-           '`results/<sweep>/`: config.json, metrics.jsonl, summary.json) and '
-           '`python -m benchmarks.report`; the intrinsic dimension from '
-           '`python -m benchmarks.intrinsic_dim`. The sweep configs are in `configs/sweeps/`.', '']
+           'A sweep config (`configs/sweeps/*.py`) lists grid entries (method and budget) and '
+           'seeds; `python -m benchmarks.sweep --config=configs/sweeps/<name>.py` runs every cell '
+           'in its own directory under `results/<name>/` (config.json, metrics.jsonl, '
+           'summary.json) and resumes where it stopped: a cell counts as done once its '
+           'summary.json is written (atomically), a diverged cell is recorded with its round, a '
+           'failing one with its error, and the sweep goes on. `python -m benchmarks.report '
+           '--workdir=results/<name>` writes the table and plots; reference numbers, each with '
+           'its source, go in `reference_numbers.json` (shipped empty). '
+           '`python -m benchmarks.intrinsic_dim` finds a task\'s intrinsic dimension. Paper-scale '
+           'sweeps (`paper_table_cifar`, `paper_table_sst2`, `paper_table_personachat`) need a '
+           'GPU and prepared data and were not run here.', '']
   for workdir in workdirs:
     rel = os.path.relpath(os.path.abspath(workdir), common.BENCH_DIR)
     for md in ('report.md', 'intrinsic_dim.md'):
