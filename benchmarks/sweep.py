@@ -161,6 +161,8 @@ def _set_field(config: ml_collections.ConfigDict, item: str) -> None:
     if text not in ('True', 'False', 'true', 'false', '0', '1'):
       raise ValueError(f'overrides item {item!r} is invalid; allowed for a bool: True, False, 1, 0')
     value = text in ('True', 'true', '1')
+  elif isinstance(old, str):
+    value = text
   elif isinstance(old, float) and isinstance(value, int):
     value = float(value)
   elif old is not None and not isinstance(value, type(old)):

@@ -84,9 +84,11 @@ def test_bad_sweep_fields_raise(experiment, field, value, match):
 
 def test_overrides_set_nested_fields_and_reject_unknown(experiment):
   s = tiny_sweep(experiment, ['method=uncompressed'],
-                 overrides=('server.lr=2', 'simulation.cohort_shortcut=1', 'rounds=7'))
+                 overrides=('server.lr=2', 'simulation.cohort_shortcut=1', 'rounds=7',
+                            'data.partition=iid', 'model.name=mlp'))
   config = sweep_lib.cell_config(s, sweep_lib.expand(s)[0])
   assert (config.server.lr, config.simulation.cohort_shortcut, config.rounds) == (2.0, True, 7)
+  assert (config.data.partition, config.model.name) == ('iid', 'mlp')
   s.overrides = ('server.nope=1',)
   with pytest.raises(ValueError, match='no field'):
     sweep_lib.cell_config(s, sweep_lib.expand(s)[0])
