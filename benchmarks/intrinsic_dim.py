@@ -131,7 +131,7 @@ class Finder:
       if states[cell.name]['status'] != 'finished':
         values.append(float('nan'))
         continue
-      summary = report._read_json(os.path.join(self.workdir, cell.name, 'summary.json'))
+      summary = report.read_json(os.path.join(self.workdir, cell.name, 'summary.json'))
       values.append(float(summary['final'][self.sweep.metric]))
     mean = statistics.fmean(values) if all(math.isfinite(v) for v in values) else float('nan')
     return mean, values, summary
@@ -196,7 +196,7 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
       'd_missed': result.lo,
       'probes': [{'d': d, 'metric': per_d[d][0], 'values': per_d[d][1]} for d, _ in result.probes],
       'measured_at_d_int': implied, 'formula_at_d_int': formula,
-      'command': command, 'machines': (report._read_json(os.path.join(workdir, 'sweep.json'))
+      'command': command, 'machines': (report.read_json(os.path.join(workdir, 'sweep.json'))
                                        or {}).get('machines', [])}
   common.write_json(os.path.join(workdir, 'intrinsic_dim.json'), out)
   with open(os.path.join(workdir, 'intrinsic_dim.md'), 'w') as f:

@@ -39,7 +39,8 @@ def lower_is_better(metric: str) -> bool:
   return 'perplexity' in metric or metric.endswith('loss')
 
 
-def _read_json(path: str) -> Optional[Any]:
+def read_json(path: str) -> Optional[Any]:
+  """The parsed file, or None when it is missing or not complete JSON."""
   try:
     with open(path) as f:
       return json.load(f)
@@ -66,15 +67,15 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
   The status comes from the cell's own files: 'finished' | 'diverged' (summary.json), 'failed'
   (error.json), 'skipped' (method not registered when the sweep ran), else 'pending'.
   """
-  index = _read_json(os.path.join(workdir, 'sweep.json'))
+  index = read_json(os.path.join(workdir, 'sweep.json'))
   if index is None:
     raise ValueError(f'workdir={workdir!r} is invalid; allowed: a sweep directory with '
                      'sweep.json (written by python -m benchmarks.sweep)')
   records = []
   for cell in index['cells']:
     d = os.path.join(workdir, cell['name'])
-    summary = _read_json(os.path.join(d, 'summary.json'))
-    error = _read_json(os.path.join(d, 'error.json'))
+    summary = read_json(os.path.join(d, 'summary.json'))
+    error = read_json(os.path.join(d, 'error.json'))
     rec = {k: cell[k] for k in ('name', 'method', 'budget', 'seed', 'entry')}
     rec.update(summary=None, error=None, metrics_path=os.path.join(d, 'metrics.jsonl'))
     if summary is not None and summary.get('status') in ('finished', 'diverged'):
@@ -91,7 +92,7 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
 
 def load_references(path: str = REFERENCES) -> list[dict]:
   """The entries of the reference-number file that carry a value (each checked for its source)."""
-  data = _read_json(path)
+  data = read_json(path)
   if data is None or not isinstance(data.get('entries'), list):
     raise ValueError(f'references={path!r} is invalid; allowed: a JSON file with an "entries" list')
   out = []

@@ -32,13 +32,13 @@ Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status
 atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
 load average when it started), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
 """
+import importlib.util
 import json
 import os
 import re
 import sys
 import time
 import traceback
-import importlib.util
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import ml_collections
