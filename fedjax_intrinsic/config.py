@@ -10,7 +10,8 @@ The config layout (every experiment in configs/ fills it; `run.py` overrides any
   client.{lr, batch_size (0 = the client's whole data), local_steps (0 = from local_epochs), local_epochs},
   server.{optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_fraction, b1, b2, eps,
           weighting ('examples' | 'uniform')},
-  simulation.{client_parallelism, clients_per_chunk, cohort_shortcut}.
+  simulation.{client_parallelism, clients_per_chunk, cohort_shortcut,
+              num_devices (devices of the `clients` mesh: 1 = no mesh, 0 = all), model_devices (1)}.
 """
 import os
 
@@ -95,6 +96,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if sim.client_parallelism not in simulation.STRATEGIES:
     _fail('simulation.client_parallelism', sim.client_parallelism, ', '.join(simulation.STRATEGIES))
   _positive_int(config, 'simulation.clients_per_chunk')
+  num_devices = sim.get('num_devices', 1)
+  if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 0:
+    _fail('simulation.num_devices', num_devices, 'an integer >= 0 (0 = all devices, 1 = no mesh)')
+  if sim.get('model_devices', 1) != 1:
+    _fail('simulation.model_devices', sim.model_devices, '1 (a model axis is not implemented)')
+  if num_devices != 1 and sim.client_parallelism == 'loop':
+    _fail('simulation.client_parallelism', sim.client_parallelism,
+          "'vmap', 'chunked_vmap', 'map' with simulation.num_devices != 1")
   algorithms.validate(config)
 
 
@@ -147,7 +156,8 @@ def base_config() -> ml_collections.ConfigDict:
       'schedule': 'constant', 'warmup_fraction': 0.2, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
       'weighting': 'examples'})
   c.simulation = ml_collections.ConfigDict(
-      {'client_parallelism': 'vmap', 'clients_per_chunk': 10, 'cohort_shortcut': False})
+      {'client_parallelism': 'vmap', 'clients_per_chunk': 10, 'cohort_shortcut': False,
+       'num_devices': 1, 'model_devices': 1})
   return c
 
 

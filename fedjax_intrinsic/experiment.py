@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, simulation
+from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, sharding, simulation
 from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.algorithms.base import tree_bytes
 from fedjax_intrinsic.data import batching
@@ -77,10 +77,15 @@ class Experiment:
     # one pass; a fixed number of steps of smaller batches: fill every step (passes repeat).
     c = config.client
     self.epochs = c.local_epochs or (1 if c.batch_size == 0 else None)
+    with _as_config_error():
+      self.mesh = sharding.make_mesh(sim.get('num_devices', 1), sim.get('model_devices', 1))
     self.cohort_size = simulation.padded_cohort_size(
-        config.clients_per_round, sim.client_parallelism, sim.clients_per_chunk)
-    self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
-                                           sim.clients_per_chunk, sim.cohort_shortcut)
+        config.clients_per_round, sim.client_parallelism, sim.clients_per_chunk,
+        sharding.mesh_size(self.mesh))
+    with _as_config_error():
+      self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
+                                             sim.clients_per_chunk, sim.cohort_shortcut,
+                                             mesh=self.mesh)
     client_state0 = self.algorithm.init_client(self.params0)
     config_lib.check_client_memory(
         config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1),
@@ -103,6 +108,31 @@ class Experiment:
     weights = simulation.aggregation_weights(batches.pop('num_examples'), client_ids,
                                              self.config.server.weighting)
     return batches, weights
+
+  def local_round_inputs(self, round_num: int, client_ids: np.ndarray, share: slice) -> dict:
+    """`round_inputs` of the contiguous share `client_ids[share]` only, loading only its data.
+
+    Equal to slicing `round_inputs(round_num, client_ids)`: the weights come from the client sizes
+    (metadata), and the shuffling stream skips the draws of the clients before the share (one
+    uniform per example and pass, as `batching.client_batches` draws them).
+    """
+    ids = np.asarray(client_ids)
+    real = ids >= 0
+    sizes = np.where(real, self.data.client_sizes[np.maximum(ids, 0)], 0).astype(np.int64)
+    weights = simulation.aggregation_weights(sizes.astype(np.float32), ids,
+                                             self.config.server.weighting)
+    slots = self.num_steps * self.batch_size
+    if self.epochs is None:
+      used = np.where(sizes > 0, slots, 0)
+    else:
+      used = np.minimum(np.ceil(sizes * float(self.epochs)).astype(np.int64), slots)
+    draws = sizes * (-(-used // np.maximum(sizes, 1)))
+    rng = keys.numpy_rng(keys.round_key(self.run_key, round_num))
+    rng.bit_generator.advance(int(draws[:share.start].sum()))   # one 64-bit output per uniform
+    batches = batching.client_batches(self.data, ids[share], batch_size=self.batch_size,
+                                      num_steps=self.num_steps, rng=rng, epochs=self.epochs)
+    batches.pop('num_examples')
+    return batches, weights[share]
 
   def upload_bytes_per_client(self, server_state) -> int:
     """Bytes one client sends in a round: its payload (and second payload), from shapes alone."""
@@ -150,18 +180,33 @@ class Experiment:
     line: {'round', 'train_loss', bytes of the round and cumulative, compression ratios}.
     """
     ids = self.cohort(round_num) if client_ids is None else np.asarray(client_ids, np.int32)
-    batches, weights = self.round_inputs(round_num, ids)
     held = self.ledger.held_round[np.maximum(ids, 0)]
     down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
     down = down + self.request_per_client
-    result = self.round_fn(state, self.clients.gather(ids), batches, jnp.asarray(weights),
-                           jnp.asarray(ids), keys.round_key(self.run_key, round_num))
-    self.clients.scatter(ids, result.client_states)
-    line = {'round': round_num, 'train_loss': float(result.metrics['loss'])}
+    round_key = keys.round_key(self.run_key, round_num)
+    if self.mesh is None:
+      batches, weights = self.round_inputs(round_num, ids)
+      result = self.round_fn(state, self.clients.gather(ids), batches, jnp.asarray(weights),
+                             jnp.asarray(ids), round_key)
+      self.clients.scatter(ids, result.client_states)
+      loss = float(result.metrics['loss'])
+    else:   # every process: the global cohort's ledger and store; inputs of its own share only
+      share = sharding.process_share(len(ids))
+      if jax.process_count() > 1:
+        batches, weights = self.local_round_inputs(round_num, ids, share)
+      else:
+        batches, weights = self.round_inputs(round_num, ids)
+      result = self.round_fn(state, self.clients.gather(ids[share]), batches, weights, ids[share],
+                             round_key)
+      self.clients.scatter(ids, sharding.to_host(result.client_states))
+      loss = float(sharding.to_host(result.metrics['loss']))
+    line = {'round': round_num, 'train_loss': loss}
     line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down))
     return result.server_state, line
 
   def evaluate(self, params) -> dict:
+    if self.mesh is not None:   # replicated over the mesh: evaluate this process's copy
+      params = sharding.to_host(params)
     out = {}
     for split, prefix in ((self.data.test, 'test_'), (self.data.validation, 'val_')):
       if split is not None and len(next(iter(split.values()))):

@@ -105,11 +105,13 @@ def _merge_cohort(batches, weights):
 
 
 def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chunk: int = 1,
-                cohort_shortcut: bool = False):
+                cohort_shortcut: bool = False, mesh=None):
   """Returns round_fn(server_state, client_states, batches, weights, client_ids, round_key).
 
   The result is a `RoundOutput`. For every strategy but `loop` the whole round is one jitted
-  function (compiled once per cohort shape).
+  function (compiled once per cohort shape). With a `jax.sharding.Mesh` (`sharding.make_mesh`) the
+  cohort is sharded over its `clients` axis: each device runs its clients with `strategy`, and the
+  aggregates and metric sums are summed over devices (`sharding.shard_round`).
   """
   if strategy not in STRATEGIES:
     raise ValueError(f'simulation.client_parallelism={strategy!r}; allowed: {", ".join(STRATEGIES)}')
@@ -117,6 +119,9 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
     raise ValueError(f'simulation.cohort_shortcut=True but method {alg.name!r} is not linear in one '
                      'gradient with no client state; allowed: False')
   if strategy == 'loop':
+    if mesh is not None:
+      raise ValueError("simulation.client_parallelism='loop' is invalid with a device mesh; "
+                       "allowed: 'vmap', 'chunked_vmap', 'map', 'auto'")
     return _loop_round(alg)
 
   def first(bc, per_client, weights):
@@ -131,8 +136,9 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
                                 weights)
     return agg, cstates
 
-  @jax.jit
-  def round_fn(server_state, client_states, batches, weights, client_ids, round_key):
+  def round_fn(server_state, client_states, batches, weights, client_ids, round_key,
+               allsum=lambda sums: sums):
+    """The round on these clients; `allsum` adds the sums of all devices (identity on one)."""
     bc = alg.broadcast(server_state)
     ckeys = _client_keys(round_key, client_ids)
     if cohort_shortcut:
@@ -141,15 +147,20 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
       cstates = client_states
     else:
       agg, cstates, metrics = first(bc, (client_states, batches, ckeys), weights)
+    agg, metrics = allsum((agg, metrics))
     request = None
     second_agg = None
     if alg.query is not None:
       request = alg.query(server_state, agg)
       second_agg, cstates = second(bc, request, (cstates, batches, ckeys), weights)
+      second_agg = allsum(second_agg)
     new_state = alg.server_update(server_state, agg, second_agg)
     return RoundOutput(new_state, cstates, metrics, request)
 
-  return round_fn
+  if mesh is not None:
+    from fedjax_intrinsic import sharding
+    return sharding.shard_round(round_fn, mesh)
+  return jax.jit(round_fn)
 
 
 def _loop_round(alg: FederatedAlgorithm):
