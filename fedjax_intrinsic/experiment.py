@@ -289,6 +289,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """
   t_start = time.time()
   exp = Experiment(config)
+  primary = sharding.is_primary()   # in a multi-process run only process 0 writes files
+  if jax.process_count() > 1 and config.checkpoint_every:
+    raise config_lib.ConfigError(f'checkpoint_every={config.checkpoint_every!r} is invalid in a '
+                                 f'{jax.process_count()}-process run; allowed: 0')
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm
@@ -308,11 +312,12 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if len(done) != start:
         raise RuntimeError(f'{metrics_path} has {len(done)} complete lines but the latest '
                            f'checkpoint is of round {start}: the workdir is inconsistent')
-  _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  if primary:
+    _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   status, diverged_round, last = 'finished', None, {}
   for line in done:
     last.update(line)
-  with open(metrics_path, 'w') as out:
+  with open(metrics_path if primary else os.devnull, 'w') as out:
     for line in done:
       out.write(json.dumps(line, default=_json_default) + '\n')
     out.flush()
@@ -346,5 +351,6 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       'upload_bytes_per_client': exp.upload_per_client,
       'data': exp.data.metadata,
       'time_total_s': time.time() - t_start, **environment()}
-  _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
+  if primary:
+    _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

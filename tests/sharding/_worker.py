@@ -1,7 +1,8 @@
 """Subprocess side of the mesh tests (XLA_FLAGS must fake the CPU devices before jax is imported).
 
   python tests/sharding/_worker.py mesh OUT.json NUM_DEVICES CASE...
-  python tests/sharding/_worker.py multihost OUT_DIR PORT PROCESS_ID NUM_PROCESSES CASE
+  JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=N JAX_PROCESS_ID=I \\
+      python tests/sharding/_worker.py multihost OUT_DIR CASE...
 """
 import json
 import os
@@ -22,19 +23,19 @@ def main(argv):
     with open(out, 'w') as f:
       json.dump(result, f)
   elif mode == 'multihost':
-    out_dir, port, pid, num, name = argv[2], argv[3], int(argv[4]), int(argv[5]), argv[6]
+    out_dir, names = argv[2], argv[3:]
     from fedjax_intrinsic import sharding
-    sharding.initialize_multihost(f'127.0.0.1:{port}', num, pid, timeout_s=20)
+    sharding.initialize_multihost(timeout_s=20)   # the coordinator and ids from the environment
     import jax
     from fedjax_intrinsic import experiment
     from tests.sharding import cases
     result = {'device_count': jax.device_count(), 'process_count': jax.process_count(),
               'local_device_count': jax.local_device_count(),
-              'case': cases.run_case(name, 0)}
-    config = cases.case_config(name, 0)
+              'cases': {n: cases.run_case(n, 0) for n in names}}
+    config = cases.case_config(names[0], 0)   # the whole run, files written by process 0 only
     summary = experiment.run(config, os.path.join(out_dir, 'workdir'))
     result['final'] = summary['final']
-    with open(os.path.join(out_dir, f'result{pid}.json'), 'w') as f:
+    with open(os.path.join(out_dir, f'result{jax.process_index()}.json'), 'w') as f:
       json.dump(result, f)
     jax.distributed.shutdown()
   else:

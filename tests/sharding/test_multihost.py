@@ -1,0 +1,92 @@
+"""Two local processes x 4 CPU devices (jax.distributed, Gloo) give the single-process run."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from fedjax_intrinsic import experiment, sharding
+from tests.sharding import cases
+from tests.sharding.test_mesh import WORKER, assert_same_run
+
+NAMES = ('powersgd_vmap_8', 'local_topk_map_5')   # 2nd exchange + state; 5 clients padded to 8
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150) -> list:
+  port = _free_port()   # picked just before launch
+  procs = []
+  try:
+    for i in range(num_processes):
+      env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+                 JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                 JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(i))
+      log = open(os.path.join(out_dir, f'log{i}.txt'), 'w')
+      procs.append((subprocess.Popen([sys.executable, WORKER, 'multihost', out_dir, *NAMES],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    return [proc.wait(timeout=timeout_s) for proc, _ in procs]
+  finally:
+    for proc, log in procs:    # stragglers (a dead peer, a hang) are killed here
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+      log.close()
+
+
+def _logs(out_dir):
+  return '\n'.join(open(os.path.join(out_dir, f)).read()[-2000:] for f in sorted(os.listdir(out_dir))
+                   if f.startswith('log'))
+
+
+def test_two_processes_equal_one(tmp_path):
+  out_dir = str(tmp_path)
+  assert _launch(out_dir) == [0, 0], _logs(out_dir)
+  results = []
+  for i in range(2):
+    with open(os.path.join(out_dir, f'result{i}.json')) as f:
+      results.append(json.load(f))
+  for r in results:
+    assert (r['device_count'], r['process_count'], r['local_device_count']) == (8, 2, 4)
+  assert results[0]['cases'] == results[1]['cases']   # every process holds the same global result
+  for name in NAMES:
+    assert_same_run(cases.run_case(name, 1), results[0]['cases'][name])
+  # experiment.run: files from process 0 only, the metrics of a single-process run.
+  single = experiment.run(cases.case_config(NAMES[0], 1), str(tmp_path / 'single'))
+  workdir = tmp_path / 'workdir'
+  assert sorted(os.listdir(workdir)) == ['config.json', 'metrics.jsonl', 'summary.json']
+  read = lambda d: [json.loads(l) for l in open(d / 'metrics.jsonl')]
+  multi_lines, single_lines = read(workdir), read(tmp_path / 'single')
+  assert len(multi_lines) == len(single_lines) == cases.ROUNDS
+  for got, want in zip(multi_lines, single_lines):
+    assert got.keys() == want.keys()
+    for k in want:
+      if not k.startswith('time_'):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+  assert results[0]['final'].keys() == single['final'].keys()
+
+
+def test_local_round_inputs_are_slices_of_the_global(make_digits_config):
+  """A process's share, loaded alone (skipping the shuffle draws before it), equals the slice."""
+  for batch_size, steps, epochs in ((5, 3, 0), (0, 1, 0), (4, 0, 2)):
+    c = make_digits_config('fedavg', clients_per_round=7)
+    c.client.update({'lr': 0.1, 'batch_size': batch_size, 'local_steps': steps,
+                     'local_epochs': epochs})
+    exp = experiment.Experiment(c)
+    ids = np.concatenate([exp.cohort(3), [-1]]).astype(np.int32)     # 8: one padding client
+    batches, weights = exp.round_inputs(3, ids)
+    for share in (slice(0, 4), slice(4, 8), slice(2, 6)):
+      local, local_w = exp.local_round_inputs(3, ids, share)
+      np.testing.assert_array_equal(local_w, weights[share])
+      for k in batches:
+        np.testing.assert_array_equal(local[k], batches[k][share], err_msg=k)
+
+
+def test_process_share_single_process():
+  assert sharding.process_share(8) == slice(0, 8)
