@@ -23,6 +23,7 @@ import math
 import os
 import re
 import statistics
+import sys
 from typing import Any, Optional, Sequence
 
 from benchmarks import common
@@ -437,7 +438,11 @@ def main(argv):
     if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
       print(f'{workdir}: written by benchmarks.intrinsic_dim (intrinsic_dim.md), left as it is')
       continue
-    paths = write_report(workdir, f.references)
+    try:
+      paths = write_report(workdir, f.references)
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
     print(f'{workdir}: ' + ', '.join(os.path.basename(p) for p in paths.values()))
   if f.readme:
     common.update_readme_section('sweeps', readme_section(f.workdir))
