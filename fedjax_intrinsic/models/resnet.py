@@ -33,7 +33,7 @@ class ResNet9(nn.Module):
   def _block(self, x: jax.Array, features: int, name: str) -> jax.Array:
     x = cnn.Conv(features, use_bias=False, impl=self.conv_impl, name=f'{name}_conv')(x)
     if self.norm == 'group':
-      x = nn.GroupNorm(num_groups=self.num_groups, name=f'{name}_norm')(x)
+      x = cnn.GroupNorm(num_groups=self.num_groups, name=f'{name}_norm')(x)
     return nn.relu(x)
 
   @nn.compact
