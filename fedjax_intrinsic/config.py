@@ -93,8 +93,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('server.warmup_fraction', s.warmup_fraction, '0 <= warmup_fraction < 1')
   # Simulation.
   sim = config.simulation
-  if sim.client_parallelism not in simulation.STRATEGIES:
-    _fail('simulation.client_parallelism', sim.client_parallelism, ', '.join(simulation.STRATEGIES))
+  if sim.client_parallelism not in simulation.CLIENT_PARALLELISM:
+    _fail('simulation.client_parallelism', sim.client_parallelism,
+          ', '.join(simulation.CLIENT_PARALLELISM))
   _positive_int(config, 'simulation.clients_per_chunk')
   num_devices = sim.get('num_devices', 1)
   if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 0:
@@ -156,7 +157,7 @@ def base_config() -> ml_collections.ConfigDict:
       'schedule': 'constant', 'warmup_fraction': 0.2, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
       'weighting': 'examples'})
   c.simulation = ml_collections.ConfigDict(
-      {'client_parallelism': 'vmap', 'clients_per_chunk': 10, 'cohort_shortcut': False,
+      {'client_parallelism': 'auto', 'clients_per_chunk': 10, 'cohort_shortcut': False,
        'num_devices': 1, 'model_devices': 1})
   return c
 

@@ -5,9 +5,12 @@ Client parallelism (`config.simulation.client_parallelism`), all computing the s
   `keys.client_key(round_key, client_id)`), local steps under `lax.scan`;
 - `chunked_vmap`: `lax.scan` over chunks of `clients_per_chunk` vmapped clients; the aggregate is
   accumulated chunk by chunk, so only one chunk of payloads exists at a time (memory bounded by the
-  chunk, not the cohort);
+  chunk, not the cohort); a cohort the chunk does not divide is padded inside the round with
+  weight-0 copies of its first client (dropped again from the returned client states);
 - `map`: the same scan one client at a time (a chunk of one, without vmap);
-- `loop`: a Python loop over the same jitted per-client function: the reference oracle.
+- `loop`: a Python loop over the clients, one jitted call per client (the client's update plus its
+  weighted share of the sums): the reference oracle;
+- `auto`: `default_strategy(backend, model)`, the fastest measured (see its docstring).
 The exact cohort shortcut (`cohort_shortcut=True`, only for methods whose client message is linear in
 one gradient and that keep no client state): one gradient over the whole cohort's examples, each
 weighted so that the result equals the weighted mean of the per-client gradients, compressed once.
@@ -17,7 +20,7 @@ Shapes: the cohort has C clients (padding clients included: weight 0, all exampl
 the real clients, `client_ids: i32[C]` (−1 for padding clients), client states: leaves `[C, ...]`.
 """
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +30,7 @@ from fedjax_intrinsic import keys
 from fedjax_intrinsic.algorithms.base import FederatedAlgorithm, weighted_sum
 
 STRATEGIES = ('vmap', 'chunked_vmap', 'map', 'loop')
+CLIENT_PARALLELISM = STRATEGIES + ('auto',)   # the allowed config values
 
 
 class RoundOutput(NamedTuple):
@@ -61,11 +65,14 @@ def _exchange(fn, aggregate, strategy, clients_per_chunk, per_client, weights):
     (agg, msum), cstates = agg_and_metrics(payloads, cstates, metrics, weights)
     return agg, cstates, msum
 
-  chunk = 1 if strategy == 'map' else clients_per_chunk
-  num_clients = weights.shape[0]
-  if num_clients % chunk:
-    raise ValueError(f'simulation.clients_per_chunk={chunk} must divide the padded cohort size '
-                     f'{num_clients}')
+  chunk = 1 if strategy == 'map' else min(clients_per_chunk, weights.shape[0])
+  num_real = weights.shape[0]
+  pad = -num_real % chunk
+  if pad:   # pad with weight-0 copies of client 0 (finite payloads, removed again below)
+    per_client, weights = jax.tree.map(
+        lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), (per_client, weights))
+    weights = weights.at[num_real:].set(0)
+  num_clients = num_real + pad
   one = jax.tree.map(lambda x: x[:chunk], per_client)
   if strategy == 'map':
     mapped = lambda args: jax.tree.map(lambda x: x[None], fn(_index(args, 0)))
@@ -84,7 +91,7 @@ def _exchange(fn, aggregate, strategy, clients_per_chunk, per_client, weights):
   chunked = jax.tree.map(lambda x: x.reshape((num_clients // chunk, chunk) + x.shape[1:]),
                          (per_client, weights))
   (agg, msum), cstates = jax.lax.scan(body, carry0, chunked)
-  cstates = jax.tree.map(lambda x: x.reshape((num_clients,) + x.shape[2:]), cstates)
+  cstates = jax.tree.map(lambda x: x.reshape((num_clients,) + x.shape[2:])[:num_real], cstates)
   return agg, cstates, msum
 
 
@@ -104,17 +111,59 @@ def _merge_cohort(batches, weights):
   return merged
 
 
+MODEL_FAMILIES = {'logreg': 'dense', 'mlp': 'dense', 'cnn': 'conv', 'resnet9': 'conv',
+                  'transformer_lm': 'transformer'}
+_CPU_DEFAULTS = {'dense': 'map', 'conv': 'map', 'transformer': 'map', None: 'map'}
+
+
+def default_strategy(backend: str, model_name: Optional[str] = None) -> str:
+  """The client parallelism `auto` picks: the fastest measured for the backend and model family.
+
+  CPU: `map` for every family. Measured by `python -m benchmarks.simulation` (2 CPU cores, jax
+  0.10.2, load average 5-6; benchmarks/results/simulation_cpu.json), one round, one local step,
+  median wall time (loop / vmap / chunked_vmap:10 / map / compute floor):
+    mlp 100x5 fedavg        7.2 ms / 4.2 ms / 2.9 ms / 1.08 ms / 0.58 ms
+    cnn 100x5 fedavg         53 ms /  134 ms /  78 ms /  31 ms /   23 ms
+    resnet9 10x5 fedavg     1.94 s / 2.74 s / 4.23 s / 1.78 s / 1.98 s  (random 32x32x3 inputs)
+    transformer_lm 100x5x64 tokens, fedavg (CPU time, a one-off run): 359 / 745 / 373 / 360 ms
+  Why not vmap on CPU: per-client weights turn every matmul and conv into batched ones, and
+  XLA:CPU runs the reductions over the client axis (the weighted sum of C payloads, GroupNorm
+  statistics) as slow YNNPACK reduce fusions; one client at a time, `map` keeps each client's
+  work small and in cache and stays within 1.0-1.9x of the compute floor (one gradient over the
+  cohort's examples) for mlp, cnn and resnet9. At 1,000-10,000 clients `map` also needs the
+  least memory (benchmarks/README.md, sweep).
+  GPU/TPU: `vmap` (one large batched program is what accelerators run well; not measured here,
+  no accelerator was available). model_name None: the backend's default for any family.
+  """
+  if model_name is not None and model_name not in MODEL_FAMILIES:
+    raise ValueError(f'model_name={model_name!r} is unknown; allowed: {", ".join(MODEL_FAMILIES)}')
+  if backend == 'cpu':
+    return _CPU_DEFAULTS[MODEL_FAMILIES.get(model_name)]
+  return 'vmap'
+
+
+def resolve_strategy(strategy: str, model_name: Optional[str] = None,
+                     backend: Optional[str] = None) -> str:
+  """`strategy`, with 'auto' replaced by `default_strategy(backend or JAX's default, model_name)`."""
+  if strategy not in CLIENT_PARALLELISM:
+    raise ValueError(f'simulation.client_parallelism={strategy!r} is invalid; allowed: '
+                     f'{", ".join(CLIENT_PARALLELISM)}')
+  if strategy == 'auto':
+    return default_strategy(backend or jax.default_backend(), model_name)
+  return strategy
+
+
 def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chunk: int = 1,
-                cohort_shortcut: bool = False, mesh=None):
+                cohort_shortcut: bool = False, model_name: Optional[str] = None, mesh=None):
   """Returns round_fn(server_state, client_states, batches, weights, client_ids, round_key).
 
   The result is a `RoundOutput`. For every strategy but `loop` the whole round is one jitted
-  function (compiled once per cohort shape). With a `jax.sharding.Mesh` (`sharding.make_mesh`) the
-  cohort is sharded over its `clients` axis: each device runs its clients with `strategy`, and the
+  function (compiled once per cohort shape). strategy='auto' is `default_strategy` for JAX's
+  default backend and `model_name`. With a `jax.sharding.Mesh` (`sharding.make_mesh`) the cohort
+  is sharded over its `clients` axis: each device runs its clients with `strategy`, and the
   aggregates and metric sums are summed over devices (`sharding.shard_round`).
   """
-  if strategy not in STRATEGIES:
-    raise ValueError(f'simulation.client_parallelism={strategy!r}; allowed: {", ".join(STRATEGIES)}')
+  strategy = resolve_strategy(strategy, model_name)
   if cohort_shortcut and not alg.cohort_shortcut:
     raise ValueError(f'simulation.cohort_shortcut=True but method {alg.name!r} is not linear in one '
                      'gradient with no client state; allowed: False')
@@ -164,12 +213,51 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
 
 
 def _loop_round(alg: FederatedAlgorithm):
-  """The reference oracle: a Python loop over the jitted per-client step."""
-  client = jax.jit(alg.client_update)
-  respond = jax.jit(alg.respond) if alg.respond is not None else None
-  scaled = jax.jit(lambda agg_fn, p, w: agg_fn(jax.tree.map(lambda x: x[None], p), w[None]),
-                   static_argnums=0)
-  add = jax.jit(_tree_add)
+  """The reference oracle: a Python loop over clients, one jitted call per client.
+
+  Each call runs the client's update and adds its weighted payload and metrics to the running sums
+  (client c's inputs are sliced inside the call, so a client costs one dispatch, not one per array).
+  """
+  def expand(tree):
+    return jax.tree.map(lambda x: x[None], tree)
+
+  def step(agg_fn, acc, payload, metrics, w):
+    part = agg_fn(expand(payload), w[None])
+    if metrics is not None:
+      part = (part, weighted_sum(expand(metrics), w[None]))
+    return _tree_add(acc, part)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def zeros(shapes):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes.tree)
+
+  @jax.jit
+  def client(acc, bc, client_states, batches, ckeys, weights, c):
+    payload, cstate, metrics = alg.client_update(bc, _index(client_states, c), _index(batches, c),
+                                                 ckeys[c])
+    return step(alg.aggregate, acc, payload, metrics, weights[c]), cstate
+
+  @jax.jit
+  def respond(acc, bc, request, cstate, batches, ckeys, weights, c):
+    payload, cstate = alg.respond(bc, request, cstate, _index(batches, c), ckeys[c])
+    return step(alg.aggregate2, acc, payload, None, weights[c]), cstate
+
+  shapes_cache = {}
+
+  def sums_shape(fn, agg_fn, *args):
+    """The shapes of the running sums: (aggregate of one payload[, weighted metrics])."""
+    leaves, treedef = jax.tree.flatten(args)
+    key = (fn, treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+    if key not in shapes_cache:
+      def one(*a):
+        out = fn(*a)
+        part = agg_fn(expand(out[0]), jnp.ones((1,), jnp.float32))
+        if len(out) == 3:   # client_update: (payload, cstate, metrics)
+          part = (part, weighted_sum(expand(out[2]), jnp.ones((1,), jnp.float32)))
+        return part
+      shapes_cache[key] = _Hashable(jax.eval_shape(one, *args))
+    return shapes_cache[key]
+
   broadcast = jax.jit(alg.broadcast)
   server_update = jax.jit(alg.server_update)
   query = jax.jit(alg.query) if alg.query is not None else None
@@ -177,28 +265,43 @@ def _loop_round(alg: FederatedAlgorithm):
   def round_fn(server_state, client_states, batches, weights, client_ids, round_key):
     bc = broadcast(server_state)
     ckeys = _client_keys(round_key, jnp.asarray(client_ids))
+    weights = jnp.asarray(weights)
     num = len(weights)
-    agg = msum = None
+    first = (bc, _index(client_states, 0), _index(batches, 0), ckeys[0])
+    acc = zeros(sums_shape(alg.client_update, alg.aggregate, *first))
     cstates = []
     for c in range(num):
-      payload, cstate, metrics = client(bc, _index(client_states, c), _index(batches, c), ckeys[c])
-      part = scaled(alg.aggregate, payload, weights[c])
-      m = scaled(weighted_sum, metrics, weights[c])
-      agg = part if agg is None else add(agg, part)
-      msum = m if msum is None else add(msum, m)
+      acc, cstate = client(acc, bc, client_states, batches, ckeys, weights, c)
       cstates.append(cstate)
+    agg, msum = acc
     request = second_agg = None
     if query is not None:
       request = query(server_state, agg)
+      second_agg = zeros(sums_shape(alg.respond, alg.aggregate2, bc, request, cstates[0],
+                                    _index(batches, 0), ckeys[0]))
       for c in range(num):
-        payload, cstates[c] = respond(bc, request, cstates[c], _index(batches, c), ckeys[c])
-        part = scaled(alg.aggregate2, payload, weights[c])
-        second_agg = part if second_agg is None else add(second_agg, part)
+        second_agg, cstates[c] = respond(second_agg, bc, request, cstates[c], batches, ckeys,
+                                         weights, c)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *cstates) if cstates else client_states
     new_state = server_update(server_state, agg, second_agg)
     return RoundOutput(new_state, stacked, msum, request)
 
   return round_fn
+
+
+class _Hashable:
+  """A pytree of ShapeDtypeStructs usable as a static jit argument (hashed by its structure)."""
+
+  def __init__(self, tree):
+    self.tree = tree
+    leaves, treedef = jax.tree.flatten(tree)
+    self._key = (treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, _Hashable) and self._key == other._key
 
 
 def padded_cohort_size(clients_per_round: int, strategy: str, clients_per_chunk: int,
