@@ -1,0 +1,134 @@
+"""The simulation benchmark's core on a tiny setting: every strategy gives the loop's round.
+
+No speed is asserted anywhere: only that the strategies agree, that the check can fail, and that
+the JSON and the README section come out whole.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import common
+from benchmarks import simulation as bench
+from fedjax_intrinsic import simulation
+from fedjax_intrinsic.models import cnn
+
+
+@pytest.fixture(scope='module')
+def result():
+  """One run of the 'test' preset: mlp, 3 clients x 2 examples (chunk 2 pads the cohort to 4)."""
+  return bench.run(bench.make_config('test'), log=lambda *_: None)
+
+
+def test_every_strategy_gives_the_loops_round(result):
+  assert [(r['model'], r['method']) for r in result['strategies']] == [
+      ('mlp', 'uncompressed'), ('mlp', 'fedavg')]
+  for rec in result['strategies']:
+    labels = set(rec['results'])
+    assert {'loop', 'vmap', 'chunked_vmap:2', 'map', 'floor'} <= labels
+    assert ('shortcut' in labels) == (rec['method'] == 'uncompressed')
+    for label, r in rec['results'].items():
+      if label.startswith('floor'):
+        continue
+      assert r['rel_err'] <= 1e-5, (rec['method'], label, r['rel_err'])
+      assert r['loss_err'] <= 1e-5, (rec['method'], label, r['loss_err'])
+      assert r['median_s'] > 0 and r['cpu_median_s'] >= 0 and r['n'] == 1
+    assert rec['auto'] in labels
+  assert bench.bad_rounds(result) == []
+
+
+def test_round_errors_catch_a_different_round():
+  """The check is not vacuous: a round with a perturbed update is reported."""
+  inputs = bench.make_inputs(bench.Case('logreg', 'uncompressed', 2, 2))
+  out = simulation.build_round(inputs.alg, 'vmap')(*inputs.args)
+  state = out.server_state
+  wrong = out._replace(server_state=state._replace(
+      params=jax.tree.map(lambda x: x * 1.001, state.params)))
+  errors = bench.round_errors(inputs, {'loop': out, 'vmap': out, 'wrong': wrong})
+  assert errors['vmap']['rel_err'] == 0.0
+  assert errors['wrong']['rel_err'] > 1e-3
+  res = {'strategies': [{'model': 'logreg', 'method': 'uncompressed',
+                         'results': {k: dict(v) for k, v in errors.items()}}]}
+  assert bench.bad_rounds(res) == ['logreg/uncompressed/wrong (rel_err '
+                                   f'{errors["wrong"]["rel_err"]:.2e})']
+
+
+def test_floor_is_the_cohort_gradient():
+  """floor_fn: the gradient over all C*B examples = the weighted mean of per-client gradients."""
+  inputs = bench.make_inputs(bench.Case('logreg', 'uncompressed', 3, 4, 'random'))
+  fn, (params, merged) = bench.floor_fn(inputs)
+  assert merged['x'].shape == (12, 8, 8, 1)
+  shortcut = simulation.build_round(inputs.alg, 'vmap', cohort_shortcut=True)(*inputs.args)
+  # uncompressed: server SGD on the weighted mean gradient; random inputs: equal client weights.
+  lr = 0.1  # base_config().server.lr, what make_inputs uses
+  expected = jax.tree.map(lambda p, g: p - lr * g, params, fn(params, merged))
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(shortcut.server_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sweep_rows_and_render(result):
+  rows = result['sweep']
+  assert {r['strategy'] for r in rows} == {'chunked_vmap:2', 'map', 'vmap', 'shortcut', 'floor'}
+  for r in rows:
+    assert r['clients'] == 3 and r['rounds_per_s'] > 0
+    assert r['memory'] is None or r['memory']['argument'] > 0
+  text = bench.render_section([result])
+  assert 'RANDOM inputs' in text and '**' in text and 'auto' in text
+  readme = common.replace_section('# Benchmarks\n', bench.README_SECTION, text)
+  assert readme.count('<!-- simulation:begin -->') == 1
+
+
+def test_config_and_inputs_errors():
+  with pytest.raises(ValueError, match='preset'):
+    bench.make_config('huge')
+  with pytest.raises(ValueError, match='sections'):
+    bench.make_config('test', sections=('speed',))
+  with pytest.raises(ValueError, match='clients=101'):
+    bench.make_inputs(bench.Case('mlp', 'uncompressed', 101))
+  with pytest.raises(ValueError, match='inputs'):
+    bench.make_inputs(bench.Case('mlp', 'uncompressed', 2, 2, 'cifar'))
+
+
+def test_default_strategy():
+  assert simulation.default_strategy('gpu', 'cnn') == 'vmap'
+  assert simulation.default_strategy('tpu') == 'vmap'
+  for model in simulation.MODEL_FAMILIES:
+    assert simulation.default_strategy('cpu', model) in simulation.STRATEGIES
+  assert simulation.resolve_strategy('map', 'cnn') == 'map'
+  assert simulation.resolve_strategy('auto', 'mlp', backend='gpu') == 'vmap'
+  with pytest.raises(ValueError, match='model_name'):
+    simulation.default_strategy('cpu', 'vgg')
+  with pytest.raises(ValueError, match='client_parallelism'):
+    simulation.resolve_strategy('threads')
+
+
+def test_time_interleaved_counts_calls():
+  calls = {'a': 0, 'b': 0}
+
+  def make(name):
+    def fn(x):
+      calls[name] += 1
+      return x + 1
+    return fn
+
+  out = common.time_interleaved({'a': make('a'), 'b': make('b')}, jnp.zeros(3), warmup=1,
+                                min_repeats=2, max_repeats=2, budget_s=0.0)
+  assert calls == {'a': 4, 'b': 4}          # first + warmup + 2 timed
+  assert out['a'].wall.n == 2 and out['b'].cpu.n == 2
+  with pytest.raises(ValueError, match='fns'):
+    common.time_interleaved({})
+
+
+@pytest.mark.parametrize('shape,groups', [((3, 4, 4, 16), 4), ((2, 5, 6), 3)])
+def test_group_norm_equals_flax(shape, groups):
+  """cnn.GroupNorm (the models' faster-on-CPU GroupNorm) = flax's nn.GroupNorm, same params."""
+  x = jax.random.normal(jax.random.PRNGKey(1), shape) * 3 + 1
+  ref = nn.GroupNorm(num_groups=groups)
+  params = ref.init(jax.random.PRNGKey(0), x)
+  params = jax.tree.map(lambda v: v + jax.random.normal(jax.random.PRNGKey(2), v.shape), params)
+  mine = cnn.GroupNorm(num_groups=groups)
+  assert jax.tree.structure(mine.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
+  np.testing.assert_allclose(mine.apply(params, x), ref.apply(params, x), atol=1e-5)
