@@ -192,7 +192,9 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
 def _fmt_value(metric: str, v: Optional[float]) -> str:
   if v is None or not math.isfinite(v):
     return '-' if v is None else str(v)
-  return f'{v:.4f}' if 'accuracy' in metric else f'{v:.4g}'
+  if 'accuracy' in metric:
+    return f'{v:.4f}'
+  return f'{v:.2f}' if abs(v) >= 1 or v == 0 else f'{v:.3g}'
 
 
 def _fmt_ratio(v: Optional[float]) -> str:
@@ -241,6 +243,15 @@ def _pyplot():
 _MARKERS = 'o^sDvP*X<>hp'
 
 
+def _log_y(ax) -> None:
+  """A log y axis labelled with plain numbers (perplexities: 10, 20, 30 rather than 2x10^1)."""
+  from matplotlib import ticker
+  ax.set_yscale('log')
+  ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+  ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+      lambda v, _: f'{v:g}' if f'{v:e}'[0] in '235' else ''))
+
+
 def _method_styles(methods: Sequence[str]) -> dict:
   plt = _pyplot()
   colors = plt.get_cmap('tab20').colors
@@ -286,7 +297,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
   better = 'lower' if lower_is_better(metric) else 'higher'
   ax.set_ylabel(f'{metric} ({better} is better)')
   if lower_is_better(metric):
-    ax.set_yscale('log')
+    _log_y(ax)
   ax.set_title(title or f'{metric} against compression')
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(fontsize=8, loc='best', ncol=2)
@@ -341,7 +352,7 @@ def plot_curves(rows: Sequence[dict], records: Sequence[dict], path: str, x_key:
     if log_x:
       ax.set_xscale('log')
     if lower_is_better(metric):
-      ax.set_yscale('log')
+      _log_y(ax)
   for ax in list(axes.flat)[len(methods):]:
     ax.axis('off')
   for ax in axes[-1]:

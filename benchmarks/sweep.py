@@ -47,6 +47,10 @@ from benchmarks import common
 
 DONE = ('finished', 'diverged')
 STALE_POLICIES = ('error', 'rerun', 'keep')
+# Fields that change how a cell is computed, not what: the engine's client-parallelism strategies
+# and device layouts compute the same round (up to float rounding), checkpoints resume to the same
+# metrics, and the evaluation batch size only splits the same sums.
+EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size')
 SWEEP_FIELDS = ('name', 'experiment', 'experiment_arg', 'grid', 'seeds', 'overrides', 'metric',
                 'reference')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+=-]*$')
@@ -280,13 +284,18 @@ def run_cell(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, *,
   return state
 
 
+def _what_is_run(config: dict) -> dict:
+  """The config without its execution fields (EXECUTION_FIELDS), which do not make a cell stale."""
+  return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+
+
 def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
   """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
-  old = _read_json(os.path.join(workdir, cell.name, 'config.json'))
-  new = _jsonable(cell_config(sweep, cell).to_dict())
+  old = _what_is_run(_read_json(os.path.join(workdir, cell.name, 'config.json')) or {})
+  new = _what_is_run(_jsonable(cell_config(sweep, cell).to_dict()))
   if old == new:
     return False
-  diff = _config_diff(old or {}, new)
+  diff = _config_diff(old, new)
   if policy == 'keep':
     return False
   if policy == 'rerun':

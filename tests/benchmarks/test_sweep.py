@@ -137,6 +137,10 @@ def test_interrupted_sweep_resumes_without_recomputing(experiment, tmp_path):
   ran.clear()
   sweep_lib.run_sweep(s, work, progress=lambda c, line: ran.append(c.name), log=lambda _: None)
   assert ran == []
+  how = tiny_sweep(experiment, grid, overrides=('simulation.client_parallelism=loop',
+                                                 'eval_batch_size=7'))
+  sweep_lib.run_sweep(how, work, progress=lambda c, line: ran.append(c.name), log=lambda _: None)
+  assert ran == []                  # execution fields do not make a cell stale
   changed = tiny_sweep(experiment, grid, overrides=('eval_every=1',))
   with pytest.raises(ValueError, match=f"cell '{names[0]}'.*eval_every: 3 -> 1.*--stale=rerun"):
     sweep_lib.run_sweep(changed, work, log=lambda _: None)
