@@ -12,6 +12,7 @@ README sections live between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` s
 benchmark rewrites only its own part of ``benchmarks/README.md``.
 """
 import datetime
+import glob
 import json
 import math
 import os
@@ -27,6 +28,23 @@ import jaxlib
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO_ROOT, 'benchmarks')
 RESULTS_DIR = os.path.join(BENCH_DIR, 'results')
+
+
+def results_path(name: str, backend: str, preset: str = 'full') -> str:
+  """results/<name>_<backend>.json for the full preset, results/<name>_<backend>_<preset>.json else."""
+  suffix = '' if preset == 'full' else f'_{preset}'
+  return os.path.join(RESULTS_DIR, f'{name}_{backend}{suffix}.json')
+
+
+def load_full_results(name: str) -> list[dict[str, Any]]:
+  """Every full-preset result of benchmark `name` (results/<name>_<backend>.json), by backend."""
+  prefix = os.path.join(RESULTS_DIR, f'{name}_')
+  out = []
+  for path in sorted(glob.glob(prefix + '*.json')):
+    if '_' not in path[len(prefix):-len('.json')]:
+      with open(path) as f:
+        out.append(json.load(f))
+  return out
 README = os.path.join(BENCH_DIR, 'README.md')
 
 _SECTION_NAME = re.compile(r'^[a-z0-9][a-z0-9_-]*$')

@@ -465,23 +465,26 @@ def render(result: dict[str, Any]) -> str:
 
 
 def output_path(settings: Settings, backend: str) -> str:
-  suffix = '' if settings.preset == 'full' else f'_{settings.preset}'
-  return os.path.join(common.RESULTS_DIR, f'fedjax_peer_{backend}{suffix}.json')
+  return common.results_path('fedjax_peer', backend, settings.preset)
 
 
-_PRESET = flags.DEFINE_enum('preset', 'full', list(PRESETS), 'Rounds, cohorts, repeats, strategies.')
-_ROUNDS = flags.DEFINE_integer('rounds', None, 'Override: rounds per run.')
-_COHORTS = flags.DEFINE_list('cohorts', None, 'Override: clients per round, e.g. 10,100.')
-_REPEATS = flags.DEFINE_integer('repeats', None, 'Override: repeats of every side.')
-_STRATEGIES = flags.DEFINE_list('strategies', None,
-                                f'Override: our client parallelisms ({DEFAULT} = the config\'s).')
-_VENV = flags.DEFINE_string('venv', DEFAULT_VENV, 'FedJAX\'s virtual environment (made on demand).')
-_MAX_LOAD = flags.DEFINE_float('max_load', 2.0, 'Wait for a 1-minute load average below this.')
-_MAX_WAIT = flags.DEFINE_float('max_wait_s', 600.0, 'Longest wait for a low load per repeat.')
-_OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: results/fedjax_peer_...).')
-_README = flags.DEFINE_string('readme', common.README, 'Markdown file with the fedjax section.')
-_RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from the '
-                                 'saved JSON.')
+def define_flags() -> None:
+  """Defines the command-line flags; only the script entry point calls this, so importing the
+  module (from tests, or beside another benchmark with its own --preset) defines none."""
+  global _PRESET, _ROUNDS, _COHORTS, _REPEATS, _STRATEGIES, _VENV, _MAX_LOAD, _MAX_WAIT, _OUT_JSON, _README, _RENDER_ONLY
+  _PRESET = flags.DEFINE_enum('preset', 'full', list(PRESETS), 'Rounds, cohorts, repeats, strategies.')
+  _ROUNDS = flags.DEFINE_integer('rounds', None, 'Override: rounds per run.')
+  _COHORTS = flags.DEFINE_list('cohorts', None, 'Override: clients per round, e.g. 10,100.')
+  _REPEATS = flags.DEFINE_integer('repeats', None, 'Override: repeats of every side.')
+  _STRATEGIES = flags.DEFINE_list('strategies', None,
+                                  f'Override: our client parallelisms ({DEFAULT} = the config\'s).')
+  _VENV = flags.DEFINE_string('venv', DEFAULT_VENV, 'FedJAX\'s virtual environment (made on demand).')
+  _MAX_LOAD = flags.DEFINE_float('max_load', 2.0, 'Wait for a 1-minute load average below this.')
+  _MAX_WAIT = flags.DEFINE_float('max_wait_s', 600.0, 'Longest wait for a low load per repeat.')
+  _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: results/fedjax_peer_...).')
+  _README = flags.DEFINE_string('readme', common.README, 'Markdown file with the fedjax section.')
+  _RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from the '
+                                   'saved JSON.')
 
 
 def _settings() -> Settings:
@@ -522,4 +525,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -33,9 +33,6 @@ Output: `benchmarks/results/memory_<backend>.json` (`_<preset>` appended for pre
 full) and, for the full preset, the `memory` section of `benchmarks/README.md`.
 """
 import dataclasses
-import glob
-import json
-import os
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -491,22 +488,6 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(head + ['\n\n'.join(render(r) for r in results)])
 
 
-def results_path(backend: str, preset: str) -> str:
-  suffix = '' if preset == 'full' else f'_{preset}'
-  return os.path.join(common.RESULTS_DIR, f'memory_{backend}{suffix}.json')
-
-
-def load_results() -> list[dict[str, Any]]:
-  """Every full-preset result in benchmarks/results (memory_<backend>.json)."""
-  paths = sorted(p for p in glob.glob(os.path.join(common.RESULTS_DIR, 'memory_*.json'))
-                 if os.path.basename(p).count('_') == 1)
-  out = []
-  for p in paths:
-    with open(p) as f:
-      out.append(json.load(f))
-  return out
-
-
 def make_config(preset: str, **overrides) -> Config:
   """A preset with overrides (None values ignored), checked."""
   if preset not in PRESETS:
@@ -531,27 +512,31 @@ def make_config(preset: str, **overrides) -> Config:
   return cfg
 
 
-_PRESET = flags.DEFINE_string('preset', 'full', f'One of {tuple(PRESETS)}.')
-_MODELS = flags.DEFINE_list('models', None, f'Override: subset of {tuple(MODELS)}.')
-_METHODS = flags.DEFINE_list('methods', None, f'Override: subset of {METHODS}.')
-_CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values.')
-_BATCH = flags.DEFINE_integer('batch_size', None, 'Override: sequences per client.')
-_SEQ = flags.DEFINE_integer('seq_len', None, 'Override: tokens per sequence.')
-_DEVICE_GIB = flags.DEFINE_float('device_memory_gib', None,
-                                 'Override: the memory max_chunk is predicted for (GiB).')
-_OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
-                                'memory_<backend>[_<preset>].json).')
-_README = flags.DEFINE_string('readme', None, 'Markdown file for the "memory" section '
-                              '(default: benchmarks/README.md; full preset only).')
-_RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
-                                 'the saved JSON files.')
+def define_flags() -> None:
+  """Defines the command-line flags; only the script entry point calls this, so importing the
+  module (from tests, or beside another benchmark with its own --preset) defines none."""
+  global _PRESET, _MODELS, _METHODS, _CHUNKS, _BATCH, _SEQ, _DEVICE_GIB, _OUT_JSON, _README, _RENDER_ONLY
+  _PRESET = flags.DEFINE_string('preset', 'full', f'One of {tuple(PRESETS)}.')
+  _MODELS = flags.DEFINE_list('models', None, f'Override: subset of {tuple(MODELS)}.')
+  _METHODS = flags.DEFINE_list('methods', None, f'Override: subset of {METHODS}.')
+  _CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values.')
+  _BATCH = flags.DEFINE_integer('batch_size', None, 'Override: sequences per client.')
+  _SEQ = flags.DEFINE_integer('seq_len', None, 'Override: tokens per sequence.')
+  _DEVICE_GIB = flags.DEFINE_float('device_memory_gib', None,
+                                   'Override: the memory max_chunk is predicted for (GiB).')
+  _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
+                                  'memory_<backend>[_<preset>].json).')
+  _README = flags.DEFINE_string('readme', None, 'Markdown file for the "memory" section '
+                                '(default: benchmarks/README.md; full preset only).')
+  _RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
+                                   'the saved JSON files.')
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
-    common.update_readme_section(README_SECTION, render_section(load_results()), readme)
+    common.update_readme_section(README_SECTION, render_section(common.load_full_results('memory')), readme)
     return
   cfg = make_config(_PRESET.value,
                     models=tuple(_MODELS.value) if _MODELS.value else None,
@@ -560,14 +545,15 @@ def main(argv: Sequence[str]) -> None:
                     batch_size=_BATCH.value, seq_len=_SEQ.value,
                     device_memory_gib=_DEVICE_GIB.value)
   res = run(cfg)
-  out_json = _OUT_JSON.value or results_path(jax.default_backend(), cfg.preset)
+  out_json = _OUT_JSON.value or common.results_path('memory', jax.default_backend(), cfg.preset)
   common.write_json(out_json, res)
   print(render(res))
   if cfg.preset == 'full' and not _OUT_JSON.value:
-    common.update_readme_section(README_SECTION, render_section(load_results()), readme)
+    common.update_readme_section(README_SECTION, render_section(common.load_full_results('memory')), readme)
   elif _README.value:
     common.update_readme_section(README_SECTION, render_section([res]), readme)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -32,7 +32,6 @@ presets other than full) and, for the full preset, the ``projections`` section o
 ``benchmarks/README.md`` (tables for every ``projections_<backend>.json`` present).
 """
 import dataclasses
-import glob
 import os
 import sys
 import time
@@ -680,20 +679,12 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
 
 
 def default_json_path(preset: str, backend: str) -> str:
-  suffix = '' if preset == 'full' else f'_{preset}'
-  return os.path.join(common.RESULTS_DIR, f'projections_{backend}{suffix}.json')
+  return common.results_path('projections', backend, preset)
 
 
 def saved_full_results() -> list[dict[str, Any]]:
   """Every ``results/projections_<backend>.json`` of the full preset, by backend name."""
-  import json
-  out = []
-  for path in sorted(glob.glob(os.path.join(common.RESULTS_DIR, 'projections_*.json'))):
-    with open(path) as f:
-      res = json.load(f)
-    if res.get('benchmark') == 'projections' and res.get('preset') == 'full':
-      out.append(res)
-  return out
+  return common.load_full_results('projections')
 
 
 def run(cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:

@@ -33,7 +33,6 @@ Output: ``benchmarks/results/simulation_<backend>.json`` (``_<preset>`` appended
 than full) and, for the full preset, the ``simulation`` section of ``benchmarks/README.md``.
 """
 import dataclasses
-import glob
 import os
 import sys
 import time
@@ -495,22 +494,6 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(head + ['\n\n'.join(render(r) for r in results), '', FINDINGS])
 
 
-def results_path(backend: str, preset: str) -> str:
-  suffix = '' if preset == 'full' else f'_{preset}'
-  return os.path.join(common.RESULTS_DIR, f'simulation_{backend}{suffix}.json')
-
-
-def load_results() -> list[dict[str, Any]]:
-  import json
-  paths = sorted(p for p in glob.glob(os.path.join(common.RESULTS_DIR, 'simulation_*.json'))
-                 if os.path.basename(p).count('_') == 1)
-  out = []
-  for p in paths:
-    with open(p) as f:
-      out.append(json.load(f))
-  return out
-
-
 def make_config(preset: str, **overrides) -> Config:
   """A preset with overrides (None values ignored), checked."""
   if preset not in PRESETS:
@@ -527,31 +510,35 @@ def make_config(preset: str, **overrides) -> Config:
   return cfg
 
 
-_PRESET = flags.DEFINE_string('preset', 'full', f'One of {tuple(PRESETS)}.')
-_SECTIONS = flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
-_CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values to time.')
-_OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
-                                'simulation_<backend>[_<preset>].json).')
-_README = flags.DEFINE_string('readme', None, 'Markdown file for the "simulation" section '
-                              '(default: benchmarks/README.md; full preset only).')
-_RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
-                                 'the saved JSON files.')
+def define_flags() -> None:
+  """Defines the command-line flags; only the script entry point calls this, so importing the
+  module (from tests, or beside another benchmark with its own --preset) defines none."""
+  global _PRESET, _SECTIONS, _CHUNKS, _OUT_JSON, _README, _RENDER_ONLY
+  _PRESET = flags.DEFINE_string('preset', 'full', f'One of {tuple(PRESETS)}.')
+  _SECTIONS = flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
+  _CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values to time.')
+  _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
+                                  'simulation_<backend>[_<preset>].json).')
+  _README = flags.DEFINE_string('readme', None, 'Markdown file for the "simulation" section '
+                                '(default: benchmarks/README.md; full preset only).')
+  _RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
+                                   'the saved JSON files.')
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
-    common.update_readme_section(README_SECTION, render_section(load_results()), readme)
+    common.update_readme_section(README_SECTION, render_section(common.load_full_results('simulation')), readme)
     return
   cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
                     chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None)
   res = run(cfg)
-  out_json = _OUT_JSON.value or results_path(jax.default_backend(), cfg.preset)
+  out_json = _OUT_JSON.value or common.results_path('simulation', jax.default_backend(), cfg.preset)
   common.write_json(out_json, res)
   print(render(res))
   if cfg.preset == 'full' and not _OUT_JSON.value:
-    common.update_readme_section(README_SECTION, render_section(load_results()), readme)
+    common.update_readme_section(README_SECTION, render_section(common.load_full_results('simulation')), readme)
   bad = bad_rounds(res)
   if bad:
     print('Rounds that differ from the loop:', ', '.join(bad), file=sys.stderr)
@@ -559,4 +546,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

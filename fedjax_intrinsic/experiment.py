@@ -85,7 +85,7 @@ class Experiment:
     with _as_config_error():
       self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
                                              sim.clients_per_chunk, sim.cohort_shortcut,
-                                             mesh=self.mesh)
+                                             model_name=config.model.name, mesh=self.mesh)
     client_state0 = self.algorithm.init_client(self.params0)
     config_lib.check_client_memory(
         config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1),

@@ -19,7 +19,7 @@ A reader with the paper who finds a different convention changes it here, once.
 import jax
 import numpy as np
 
-_SEED, _ROUND, _INIT, _SAMPLE, _DATA, _SKETCH, _SUBSPACE_CHOICE = range(7)
+_SEED, _ROUND, _INIT, _SAMPLE, _DATA, _SKETCH, _SUBSPACE_CHOICE, _COMPRESSOR = range(8)
 
 
 def run_key(seed: int) -> jax.Array:
@@ -56,6 +56,10 @@ def sketch_key(run_key: jax.Array) -> jax.Array:
 
 def subspace_choice_key(run_key: jax.Array, e) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(run_key, _SUBSPACE_CHOICE), e)
+
+
+def compressor_key(run_key: jax.Array) -> jax.Array:
+  return jax.random.fold_in(run_key, _COMPRESSOR)
 
 
 def numpy_rng(key: jax.Array) -> np.random.Generator:

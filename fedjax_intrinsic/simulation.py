@@ -112,7 +112,8 @@ def _merge_cohort(batches, weights):
 
 
 MODEL_FAMILIES = {'logreg': 'dense', 'mlp': 'dense', 'cnn': 'conv', 'resnet9': 'conv',
-                  'transformer_lm': 'transformer'}
+                  'transformer_lm': 'transformer', 'gpt2': 'transformer',
+                  'bert_classifier': 'transformer'}
 _CPU_DEFAULTS = {'dense': 'map', 'conv': 'map', 'transformer': 'map', None: 'map'}
 
 

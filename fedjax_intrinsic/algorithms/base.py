@@ -94,11 +94,16 @@ class FederatedAlgorithm(NamedTuple):
 
 
 def weighted_sum(payloads: PyTree, weights: jax.Array) -> PyTree:
-  """sum_c weights[c] * payloads[c] for every leaf; payload leaves: [C, ...], weights: f32[C]."""
+  """sum_c weights[c] * payloads[c] for every leaf; payload leaves: [C, ...], weights: f32[C].
+
+  A contraction (tensordot), not a multiply-then-reduce: XLA:CPU runs reductions over the client
+  axis slowly (benchmarks/README.md, simulation section), while a dot is a GEMV.
+  """
+  w = weights.astype(jnp.float32)
+
   def leaf(x):
-    w = weights.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
-    return jnp.sum(x.astype(jnp.float32) * w, axis=0).astype(
-        x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32)
+    out = jnp.tensordot(w, x.astype(jnp.float32), axes=1, precision=jax.lax.Precision.HIGHEST)
+    return out.astype(x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32)
   return jax.tree.map(leaf, payloads)
 
 

@@ -14,7 +14,7 @@ iteration per round, warm-started from the previous round's Q (Vogels' Algorithm
 Without error feedback (`method.error_feedback=False`) e stays 0 and the client, keeping no state,
 recomputes Δ_c in its second step (same start, batches and key, so the same Δ_c).
 The initial Q of compressed leaf i (tree_flatten order) is f32[m, r] standard normal from
-fold_in(keys.sketch_key(run_key), i): the run's compressor key, which every client derives itself.
+fold_in(keys.compressor_key(run_key), i), which every client derives itself.
 
 Up:   first exchange P_c: f32[n, r] per compressed leaf plus every uncompressed leaf; second exchange
       Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes.
@@ -119,7 +119,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   loss = base.model_loss(ctx.model)
   opt = ctx.server_optimizer
   hp = jax.lax.Precision.HIGHEST
-  q_key = keys.sketch_key(ctx.run_key)
+  q_key = keys.compressor_key(ctx.run_key)
 
   def init(params0):
     q = tuple(jax.random.normal(jax.random.fold_in(q_key, i), (m, rank), jnp.float32)

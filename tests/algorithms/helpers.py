@@ -1,6 +1,5 @@
 """Drivers shared by the method tests: run rounds on chosen cohorts, compare parameter vectors."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fedjax_intrinsic import experiment

@@ -1,5 +1,4 @@
 """The three intrinsic methods: PAPER.md §3 identities, catch-up rebuild, §4 byte formulas."""
-import math
 
 import numpy as np
 import pytest

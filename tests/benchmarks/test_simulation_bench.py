@@ -3,7 +3,6 @@
 No speed is asserted anywhere: only that the strategies agree, that the check can fail, and that
 the JSON and the README section come out whole.
 """
-import dataclasses
 
 import flax.linen as nn
 import jax

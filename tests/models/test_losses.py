@@ -1,6 +1,5 @@
 """Losses, metrics, the masked training objective and batched evaluation, against numpy oracles."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import log_softmax

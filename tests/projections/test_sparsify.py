@@ -1,5 +1,4 @@
 """Sparsifiers: top-k (exact and threshold) against numpy, random-k, densify, compaction."""
-import functools
 
 import jax
 import jax.numpy as jnp

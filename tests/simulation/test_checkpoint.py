@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fedjax_intrinsic import algorithms, config as config_lib, experiment
+from fedjax_intrinsic import config as config_lib, experiment
 
 
 class _Preempted(Exception):
