@@ -49,8 +49,8 @@ DONE = ('finished', 'diverged')
 STALE_POLICIES = ('error', 'rerun', 'keep')
 # Fields that change how a cell is computed, not what: the engine's client-parallelism strategies
 # and device layouts compute the same round (up to float rounding), checkpoints resume to the same
-# metrics, and the evaluation batch size only splits the same sums.
-EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size')
+# metrics, the evaluation batch size only splits the same sums, and time_client_cost adds timing fields.
+EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size', 'time_client_cost')
 SWEEP_FIELDS = ('name', 'experiment', 'experiment_arg', 'grid', 'seeds', 'overrides', 'metric',
                 'reference')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+=-]*$')

@@ -69,6 +69,7 @@ _METHOD_MOMENTUM = {'fetchsgd': 'rho', 'sketched_sgd': 'rho', 'true_topk': 'mome
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.time_client_cost = True     # report the client-side cost of compression
   c.data = ml_collections.ConfigDict({
       'name': 'cifar10', 'data_dir': config_dict.placeholder(str), 'validation_fraction': 0.0,
       'partition': 'single_class', 'num_clients': NUM_CLIENTS,

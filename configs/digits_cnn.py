@@ -27,6 +27,7 @@ from fedjax_intrinsic import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.time_client_cost = True     # report the client-side cost of compression
   c.data.name = 'digits'
   c.data.num_clients = 100
   c.data.partition = 'shards'

@@ -44,6 +44,7 @@ NUM_CLIENTS = 17_568        # PAPER.md §5 (FetchSGD's count of PersonaChat pers
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.time_client_cost = True     # report the client-side cost of compression
   c.data = ml_collections.ConfigDict({
       'name': 'personachat', 'path': '', 'vocab_file': '', 'merges_file': '', 'seq_len': 256,
       'max_history': 2, 'targets': 'reply', 'max_clients': config_dict.placeholder(int)})

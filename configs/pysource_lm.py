@@ -21,6 +21,7 @@ from fedjax_intrinsic import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.time_client_cost = True     # report the client-side cost of compression
   c.data.name = 'pysource'
   c.data.seq_len = 64
   c.data.max_windows = 64

@@ -37,6 +37,7 @@ from fedjax_intrinsic import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.time_client_cost = True     # report the client-side cost of compression
   c.data = ml_collections.ConfigDict({
       'name': 'sst2', 'data_dir': '', 'vocab_file': '', 'seq_len': 64, 'do_lower_case': True,
       'validation_fraction': 0.1, 'partition': 'dirichlet', 'num_clients': 100, 'alpha': 0.5})

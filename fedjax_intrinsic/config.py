@@ -5,7 +5,7 @@ one-line message names the field, the value and the allowed values. `check_resou
 checks what needs the outside world (data directories, memory) — still before any compilation.
 
 The config layout (every experiment in configs/ fills it; `run.py` overrides any field):
-  seed, rounds, clients_per_round, eval_every, eval_batch_size, checkpoint_every,
+  seed, rounds, clients_per_round, eval_every, eval_batch_size, checkpoint_every, time_client_cost,
   data.name + data options, model.name + model options, method.name + method options,
   client.{lr, batch_size (0 = the client's whole data), local_steps (0 = from local_epochs), local_epochs},
   server.{optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_fraction, b1, b2, eps,
@@ -54,6 +54,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if (isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int)
       or config.checkpoint_every < 0):
     _fail('checkpoint_every', config.checkpoint_every, 'an integer >= 0 (0 = no checkpoints)')
+  if not isinstance(config.time_client_cost, bool):
+    _fail('time_client_cost', config.time_client_cost, 'true or false')
   if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
     _fail('seed', config.seed, 'a non-negative integer')
   for field, names in (('data.name', data.DATASETS), ('model.name', models.MODELS),
@@ -147,6 +149,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 10
   c.eval_batch_size = 512
   c.checkpoint_every = 0      # rounds between checkpoints (0 = none); resumes from the workdir's latest
+  c.time_client_cost = False  # time one client's update vs. plain local SGD: the encode cost (time_*)
   c.data = ml_collections.ConfigDict({'name': 'digits'})
   c.model = ml_collections.ConfigDict({'name': 'mlp'})
   c.method = ml_collections.ConfigDict({'name': 'uncompressed'})

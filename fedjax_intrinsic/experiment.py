@@ -25,7 +25,7 @@ import numpy as np
 
 from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, sharding, simulation
 from fedjax_intrinsic import data as data_lib
-from fedjax_intrinsic.algorithms.base import tree_bytes
+from fedjax_intrinsic.algorithms.base import local_sgd, model_loss, tree_bytes
 from fedjax_intrinsic.data import batching
 
 
@@ -151,6 +151,30 @@ class Experiment:
       total += tree_bytes(jax.eval_shape(alg.respond, bc, request, cstate, one_batch, key)[0])
     return total
 
+  def client_cost(self, server_state, repeats: int = 5) -> dict:
+    """Seconds one client spends on a round, measured on round 1's first client (timing fields).
+
+    `time_client_update_s`: the method's whole client step (local training and compression);
+    `time_client_train_s`: the same local SGD on θ without compression; `time_client_encode_s`:
+    the difference, the client-side cost of compression. Medians of `repeats` jitted calls after a
+    warm-up call.
+    """
+    alg = self.algorithm
+    ids = self.cohort(1)[:1]
+    batch = jax.tree.map(lambda x: x[0], self.round_inputs(1, ids)[0])
+    bc = jax.jit(alg.broadcast)(server_state)
+    cstate = alg.init_client(self.params0)
+    key = keys.client_key(keys.round_key(self.run_key, 1), int(ids[0]))
+    loss = model_loss(self.model)
+    lr = self.config.client.lr
+    train = jax.jit(lambda params, batches: local_sgd(loss, params, batches, lr))
+    update = jax.jit(alg.client_update)
+    params = alg.model_params(server_state)
+    t_update = _median_seconds(lambda: update(bc, cstate, batch, key), repeats)
+    t_train = _median_seconds(lambda: train(params, batch), repeats)
+    return {'time_client_update_s': t_update, 'time_client_train_s': t_train,
+            'time_client_encode_s': max(t_update - t_train, 0.0)}
+
   def request_bytes(self, server_state) -> int:
     """Bytes of the second exchange's request, downloaded by every participant (0 without one)."""
     alg = self.algorithm
@@ -212,6 +236,16 @@ class Experiment:
       if split is not None and len(next(iter(split.values()))):
         out.update({prefix + k: float(v) for k, v in self.evaluator(params, split).items()})
     return out
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  jax.block_until_ready(fn())          # compile and warm up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
@@ -297,6 +331,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm
   state = exp.init_state()
+  client_cost = exp.client_cost(state) if config.time_client_cost else {}
   checkpointer = start = None
   done = []
   if config.checkpoint_every:
@@ -325,6 +360,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       t0 = time.time()
       state, line = exp.run_round(state, e)
       line['time_round_s'] = time.time() - t0
+      line.update(client_cost)
       if not math.isfinite(line['train_loss']):
         status, diverged_round = 'diverged', e
       if e % config.eval_every == 0 or e == config.rounds or status == 'diverged':
@@ -350,7 +386,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       'final': {k: v for k, v in last.items() if not k.startswith('time_')},
       'upload_bytes_per_client': exp.upload_per_client,
       'data': exp.data.metadata,
-      'time_total_s': time.time() - t_start, **environment()}
+      **client_cost, 'time_total_s': time.time() - t_start, **environment()}
   if primary:
     _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

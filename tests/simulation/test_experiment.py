@@ -101,3 +101,16 @@ def test_validate_is_pure_and_names_fields(make_digits_config):
   c.simulation.client_parallelism = 'threads'
   with pytest.raises(config_lib.ConfigError, match='simulation.client_parallelism'):
     config_lib.validate(c)
+
+
+def test_client_cost_timing_fields(make_digits_config, tmp_path):
+  """time_client_cost: the client-side cost of compression, as timing fields only."""
+  c = make_digits_config('intrinsic_static', model='logreg', rounds=2, d=64)
+  c.time_client_cost = True
+  summary = experiment.run(c, str(tmp_path))
+  line = _lines(tmp_path / 'metrics.jsonl')[0]
+  for key in ('time_client_update_s', 'time_client_train_s', 'time_client_encode_s'):
+    assert summary[key] >= 0 and line[key] == summary[key]
+  assert summary['time_client_encode_s'] == max(
+      summary['time_client_update_s'] - summary['time_client_train_s'], 0.0)
+  assert not any(k.startswith('time_') for k in summary['final'])
