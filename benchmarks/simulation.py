@@ -36,7 +36,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -230,9 +230,9 @@ def round_errors(inputs: RoundInputs, outputs: dict[str, simulation.RoundOutput]
   return out
 
 
-def auto_label(case: Case) -> str:
+def auto_label(case: Case, backend: Optional[str] = None) -> str:
   """The label of what `client_parallelism='auto'` (with the default chunk) picks for `case`."""
-  s = simulation.resolve_strategy('auto', case.model)
+  s = simulation.resolve_strategy('auto', case.model, backend=backend)
   chunk = config_lib.base_config().simulation.clients_per_chunk
   return f'chunked_vmap:{chunk}' if s == 'chunked_vmap' else s
 
@@ -244,7 +244,11 @@ def run_case(case: Case, cfg: Config) -> dict[str, Any]:
   """Checks and times every strategy of one case; returns its JSON record."""
   load_before = common.load_average()
   inputs = make_inputs(case, cfg.seed)
-  fns = strategy_fns(inputs, cfg.chunks)
+  chunks = cfg.chunks
+  auto = auto_label(case)
+  if auto.startswith('chunked_vmap:') and int(auto.split(':')[1]) not in chunks:
+    chunks = chunks + (int(auto.split(':')[1]),)    # always time what `auto` picks
+  fns = strategy_fns(inputs, chunks)
   outputs, compile_s = {}, {}
   for label, fn in fns.items():
     start = time.perf_counter()
@@ -377,6 +381,10 @@ def _labels(recs) -> list[str]:
 def render(res: dict[str, Any]) -> str:
   """Markdown for one backend's result: strategy tables, the sweep table."""
   m = res['machine']
+  # Mark what `auto` picks NOW for that backend (the choice is made from these very measurements).
+  res = {**res, 'strategies': [
+      {**rec, 'auto': auto_label(Case(**{f.name: rec[f.name] for f in dataclasses.fields(Case)}),
+                                 m['backend'])} for rec in res['strategies']]}
   out = [f'**Backend `{m["backend"]}`** — {common.machine_line(m)}. '
          f'XLA_FLAGS: `{res.get("xla_flags") or "(none)"}`. Preset `{res["preset"]}`.', '']
   recs = res['strategies']

@@ -6,6 +6,9 @@ arrays and JSON metadata: nothing is pickled, so loading a checkpoint never runs
 - the byte ledger (per-client last-sync round and the running totals),
 - every client's `ClientState` (error feedback, local momentum), as the host-side tables.
 Keys need no saving: every key of round e derives from the run's seed and e (keys.py).
+In a multi-process run every process calls `save` and `restore` on the same directory (a file
+system they share, such as a GCS bucket on a TPU pod): the server state is a replicated global
+array and the host tables are identical on every process, so orbax writes each once.
 The round number of a checkpoint is the last finished round; `metrics.jsonl` lines after it are
 dropped on resume and recomputed, identically, since a run is deterministic given its config.
 """

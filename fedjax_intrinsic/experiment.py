@@ -47,6 +47,9 @@ class Experiment:
     config_lib.validate(config)
     self.config = config
     self.run_key = keys.run_key(config.seed)
+    # Every round's sampling and round key, derived once (uint32[rounds + 1, 2], host-side).
+    self.sample_keys = keys.per_round(keys.sample_key, self.run_key, config.rounds)
+    self.round_keys = keys.per_round(keys.round_key, self.run_key, config.rounds)
     data_options = {k: v for k, v in config.data.items() if k != 'name'}
     config_lib.check_resources(config)
     with _as_config_error():
@@ -93,16 +96,22 @@ class Experiment:
     self.clients = simulation.ClientStateStore(client_state0, self.data.num_clients)
     self.evaluator = models.make_evaluator(self.model, config.eval_batch_size)
 
+  def _key(self, table: np.ndarray, key_fn, round_num: int) -> np.ndarray:
+    """Round `round_num`'s key from its precomputed table (derived afresh past the table)."""
+    if round_num < len(table):
+      return table[round_num]
+    return np.asarray(jax.random.key_data(key_fn(self.run_key, round_num)))
+
   def cohort(self, round_num: int) -> np.ndarray:
     """i32[cohort_size]: the round's sampled client ids (seeded), then −1 for padding clients."""
-    rng = keys.numpy_rng(keys.sample_key(self.run_key, round_num))
+    rng = keys.numpy_rng(self._key(self.sample_keys, keys.sample_key, round_num))
     ids = rng.choice(self.data.num_clients, self.config.clients_per_round, replace=False)
     pad = self.cohort_size - len(ids)
     return np.concatenate([ids, -np.ones(pad, ids.dtype)]).astype(np.int32)
 
   def round_inputs(self, round_num: int, client_ids: np.ndarray) -> dict:
     """The padded batches and aggregation weights of one round (host-side numpy)."""
-    rng = keys.numpy_rng(keys.round_key(self.run_key, round_num))
+    rng = keys.numpy_rng(self._key(self.round_keys, keys.round_key, round_num))
     batches = batching.client_batches(self.data, client_ids, batch_size=self.batch_size,
                                       num_steps=self.num_steps, rng=rng, epochs=self.epochs)
     weights = simulation.aggregation_weights(batches.pop('num_examples'), client_ids,
@@ -127,7 +136,7 @@ class Experiment:
     else:
       used = np.minimum(np.ceil(sizes * float(self.epochs)).astype(np.int64), slots)
     draws = sizes * (-(-used // np.maximum(sizes, 1)))
-    rng = keys.numpy_rng(keys.round_key(self.run_key, round_num))
+    rng = keys.numpy_rng(self._key(self.round_keys, keys.round_key, round_num))
     rng.bit_generator.advance(int(draws[:share.start].sum()))   # one 64-bit output per uniform
     batches = batching.client_batches(self.data, ids[share], batch_size=self.batch_size,
                                       num_steps=self.num_steps, rng=rng, epochs=self.epochs)
@@ -207,7 +216,7 @@ class Experiment:
     held = self.ledger.held_round[np.maximum(ids, 0)]
     down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
     down = down + self.request_per_client
-    round_key = keys.round_key(self.run_key, round_num)
+    round_key = self._key(self.round_keys, keys.round_key, round_num)
     if self.mesh is None:
       batches, weights = self.round_inputs(round_num, ids)
       result = self.round_fn(state, self.clients.gather(ids), batches, jnp.asarray(weights),
@@ -324,9 +333,6 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   t_start = time.time()
   exp = Experiment(config)
   primary = sharding.is_primary()   # in a multi-process run only process 0 writes files
-  if jax.process_count() > 1 and config.checkpoint_every:
-    raise config_lib.ConfigError(f'checkpoint_every={config.checkpoint_every!r} is invalid in a '
-                                 f'{jax.process_count()}-process run; allowed: 0')
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm

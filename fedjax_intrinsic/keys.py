@@ -62,6 +62,14 @@ def compressor_key(run_key: jax.Array) -> jax.Array:
   return jax.random.fold_in(run_key, _COMPRESSOR)
 
 
-def numpy_rng(key: jax.Array) -> np.random.Generator:
-  """A numpy Generator seeded by a jax key, for host-side draws (partitions, shuffles)."""
-  return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
+def per_round(key_fn, run_key: jax.Array, num_rounds: int) -> np.ndarray:
+  """uint32[num_rounds + 1, 2]: key_fn(run_key, e) for e = 0 … num_rounds, derived in one jitted
+  call (host-side rounds then index a table instead of dispatching fold_ins every round)."""
+  derive = jax.jit(jax.vmap(lambda e: jax.random.key_data(key_fn(run_key, e))))
+  return np.asarray(derive(np.arange(num_rounds + 1, dtype=np.uint32)))
+
+
+def numpy_rng(key) -> np.random.Generator:
+  """A numpy Generator seeded by a jax key (or its raw uint32 data), for host-side draws."""
+  data = key if isinstance(key, np.ndarray) else np.asarray(jax.random.key_data(key))
+  return np.random.default_rng(data.astype(np.uint32).tolist())

@@ -111,33 +111,36 @@ def _merge_cohort(batches, weights):
   return merged
 
 
-MODEL_FAMILIES = {'logreg': 'dense', 'mlp': 'dense', 'cnn': 'conv', 'resnet9': 'conv',
+MODEL_FAMILIES = {'logreg': 'dense', 'mlp': 'dense', 'cnn': 'small_conv', 'resnet9': 'large_conv',
                   'transformer_lm': 'transformer', 'gpt2': 'transformer',
                   'bert_classifier': 'transformer'}
-_CPU_DEFAULTS = {'dense': 'map', 'conv': 'map', 'transformer': 'map', None: 'map'}
+_CPU_DEFAULTS = {'dense': 'chunked_vmap', 'small_conv': 'chunked_vmap', 'large_conv': 'map',
+                 'transformer': 'map', None: 'map'}
 
 
 def default_strategy(backend: str, model_name: Optional[str] = None) -> str:
   """The client parallelism `auto` picks: the fastest measured for the backend and model family.
 
-  CPU: `map` for every family. Measured by `python -m benchmarks.simulation` (2 CPU cores, jax
-  0.10.2, load average 5-6; benchmarks/results/simulation_cpu.json), one round, one local step,
-  median wall time (loop / vmap / chunked_vmap:10 / map / compute floor):
-    mlp 100x5 fedavg        7.2 ms / 4.2 ms / 2.9 ms / 1.08 ms / 0.58 ms
-    cnn 100x5 fedavg         53 ms /  134 ms /  78 ms /  31 ms /   23 ms
-    resnet9 10x5 fedavg     1.94 s / 2.74 s / 4.23 s / 1.78 s / 1.98 s  (random 32x32x3 inputs)
-    transformer_lm 100x5x64 tokens, fedavg (CPU time, a one-off run): 359 / 745 / 373 / 360 ms
-  Why not vmap on CPU: per-client weights turn every matmul and conv into batched ones, and
-  XLA:CPU runs the reductions over the client axis (the weighted sum of C payloads, GroupNorm
-  statistics) as slow YNNPACK reduce fusions; one client at a time, `map` keeps each client's
-  work small and in cache and stays within 1.0-1.9x of the compute floor (one gradient over the
-  cohort's examples) for mlp, cnn and resnet9. At 1,000-10,000 clients `map` also needs the
-  least memory (benchmarks/README.md, sweep).
+  CPU, measured by `python -m benchmarks.simulation --preset=full` (2 CPU cores, jax 0.10.2, load
+  average about 1.5; benchmarks/results/simulation_cpu.json), one round of 100 clients x 5
+  examples (resnet9: 10 clients, random 32x32x3 inputs), one local step, median wall time,
+  loop / vmap / chunked_vmap:10 / map:
+    mlp uncompressed        5.01 ms / 672 us / 579 us / 797 us
+    mlp fedavg              5.71 ms / 1.20 ms / 1.11 ms / 1.12 ms
+    mlp intrinsic_static    29.4 ms / 44.9 ms / 13.5 ms / 15.4 ms
+    cnn uncompressed        32.1 ms / 27.5 ms / 16.0 ms / 18.9 ms
+    cnn fedavg              34.9 ms / 35.7 ms / 17.8 ms / 22.3 ms
+    cnn intrinsic_static     119 ms /  311 ms / 72.2 ms / 71.3 ms
+    resnet9 uncompressed     899 ms /  844 ms /  847 ms /  744 ms
+    resnet9 fedavg           879 ms /  941 ms / 1.02 s  /  740 ms
+    transformer_lm fedavg (CPU time, a one-off run): 359 / 745 / 373 / 360 ms
+  So `chunked_vmap` (with `simulation.clients_per_chunk`, default 10) for the dense models and the
+  small CNN, `map` for resnet9 and transformers. Why not plain vmap on CPU: per-client weights turn
+  every matmul and conv into batched ones that XLA:CPU runs poorly at large batch, and the
+  vmapped intrinsic client holds C lifted copies of θ; chunks keep each batch small and in cache.
   GPU/TPU: `vmap` (one large batched program is what accelerators run well; not measured here,
-  no accelerator was available). model_name None: the backend's default for any family.
+  no accelerator was available). model_name None or unknown: the backend's default (`map` on CPU).
   """
-  if model_name is not None and model_name not in MODEL_FAMILIES:
-    raise ValueError(f'model_name={model_name!r} is unknown; allowed: {", ".join(MODEL_FAMILIES)}')
   if backend == 'cpu':
     return _CPU_DEFAULTS[MODEL_FAMILIES.get(model_name)]
   return 'vmap'

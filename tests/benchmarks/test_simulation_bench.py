@@ -98,8 +98,9 @@ def test_default_strategy():
     assert simulation.default_strategy('cpu', model) in simulation.STRATEGIES
   assert simulation.resolve_strategy('map', 'cnn') == 'map'
   assert simulation.resolve_strategy('auto', 'mlp', backend='gpu') == 'vmap'
-  with pytest.raises(ValueError, match='model_name'):
-    simulation.default_strategy('cpu', 'vgg')
+  assert simulation.default_strategy('cpu', 'mlp') == 'chunked_vmap'     # measured fastest
+  assert simulation.default_strategy('cpu', 'resnet9') == 'map'
+  assert simulation.default_strategy('cpu', 'a_users_model') == 'map'     # unknown: the backend's
   with pytest.raises(ValueError, match='client_parallelism'):
     simulation.resolve_strategy('threads')
 

@@ -3,6 +3,7 @@
   python tests/sharding/_worker.py mesh OUT.json NUM_DEVICES CASE...
   JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=N JAX_PROCESS_ID=I \\
       python tests/sharding/_worker.py multihost OUT_DIR CASE...
+  (same environment) python tests/sharding/_worker.py resume OUT_DIR CASE STOP_AFTER_ROUND
 """
 import json
 import os
@@ -38,8 +39,25 @@ def main(argv):
     with open(os.path.join(out_dir, f'result{jax.process_index()}.json'), 'w') as f:
       json.dump(result, f)
     jax.distributed.shutdown()
+  elif mode == 'resume':   # a checkpointed run, "preempted" after round STOP (0 = never)
+    out_dir, name, stop = argv[2], argv[3], int(argv[4])
+    from fedjax_intrinsic import sharding
+    sharding.initialize_multihost(timeout_s=20)
+    import jax
+    from fedjax_intrinsic import experiment
+    from tests.sharding import cases
+    config = cases.case_config(name, 0)
+    config.rounds, config.checkpoint_every = 4, 1
+
+    def progress(line):
+      if line['round'] == stop:
+        raise SystemExit(3)
+    summary = experiment.run(config, os.path.join(out_dir, 'workdir'), progress=progress)
+    with open(os.path.join(out_dir, f'resumed{jax.process_index()}.json'), 'w') as f:
+      json.dump({'resumed_from_round': summary['resumed_from_round']}, f)
+    jax.distributed.shutdown()
   else:
-    raise ValueError(f'mode={mode!r} is invalid; allowed: mesh, multihost')
+    raise ValueError(f'mode={mode!r} is invalid; allowed: mesh, multihost, resume')
 
 
 if __name__ == '__main__':

@@ -20,7 +20,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150) -> list:
+def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150,
+            args: tuple = ()) -> list:
   port = _free_port()   # picked just before launch
   procs = []
   try:
@@ -29,7 +30,7 @@ def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150) -> list:
                  JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
                  JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(i))
       log = open(os.path.join(out_dir, f'log{i}.txt'), 'w')
-      procs.append((subprocess.Popen([sys.executable, WORKER, 'multihost', out_dir, *NAMES],
+      procs.append((subprocess.Popen([sys.executable, WORKER, args[0], out_dir, *args[1:]],
                                      env=env, stdout=log, stderr=subprocess.STDOUT), log))
     return [proc.wait(timeout=timeout_s) for proc, _ in procs]
   finally:
@@ -47,7 +48,7 @@ def _logs(out_dir):
 
 def test_two_processes_equal_one(tmp_path):
   out_dir = str(tmp_path)
-  assert _launch(out_dir) == [0, 0], _logs(out_dir)
+  assert _launch(out_dir, args=('multihost', *NAMES)) == [0, 0], _logs(out_dir)
   results = []
   for i in range(2):
     with open(os.path.join(out_dir, f'result{i}.json')) as f:
@@ -90,3 +91,24 @@ def test_local_round_inputs_are_slices_of_the_global(make_digits_config):
 
 def test_process_share_single_process():
   assert sharding.process_share(8) == slice(0, 8)
+
+
+def test_two_processes_resume_from_checkpoint(tmp_path):
+  """Both processes checkpoint to a shared workdir; killed after round 2, they resume from it and
+  end with the metrics of an uninterrupted single-process run (client state included)."""
+  out_dir, name = str(tmp_path), NAMES[1]
+  assert _launch(out_dir, args=('resume', name, '2')) == [3, 3], _logs(out_dir)
+  assert _launch(out_dir, args=('resume', name, '0')) == [0, 0], _logs(out_dir)
+  for i in range(2):
+    with open(os.path.join(out_dir, f'resumed{i}.json')) as f:
+      assert json.load(f)['resumed_from_round'] == 2
+  config = cases.case_config(name, 1)
+  config.rounds = 4
+  experiment.run(config, str(tmp_path / 'single'))
+  read = lambda d: [json.loads(l) for l in open(d / 'metrics.jsonl')]
+  got, want = read(tmp_path / 'workdir'), read(tmp_path / 'single')
+  assert [l['round'] for l in got] == [1, 2, 3, 4]
+  for g, w in zip(got, want):
+    for k in w:
+      if not k.startswith('time_'):
+        np.testing.assert_allclose(g[k], w[k], rtol=1e-5, err_msg=k)
