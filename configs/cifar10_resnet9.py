@@ -44,7 +44,6 @@ wrote this config); a measured run belongs in benchmarks/results/ with the accel
 import ml_collections
 from ml_collections import config_dict
 
-from fedjax_intrinsic import algorithms
 from fedjax_intrinsic import config as config_lib
 
 NUM_CLIENTS = 10_000
@@ -80,15 +79,7 @@ def get_config(arg=None):
   c.eval_every = 100
   c.eval_batch_size = 500
   c.server.update({'schedule': 'triangular', 'warmup_fraction': 0.2})
-  name = config_lib.parse_arg(arg).get('method', 'uncompressed')
-  if name not in algorithms.METHODS:
-    raise config_lib.ConfigError(f'method={name!r} is invalid; allowed: '
-                                 f'{", ".join(algorithms.METHODS)}')
-  c.method = algorithms.default_config(name)
-  c.method.update(BUDGETS.get(name, {}))
-  rest = ','.join(item for item in (arg or '').split(',')
-                  if item and item.split('=', 1)[0].strip() != 'method')
-  c = config_lib.apply_arg(c, rest)
+  c = config_lib.apply_arg(c, arg, budgets=BUDGETS)
   set_protocol(c)
   return c
 

@@ -7,7 +7,7 @@
   python -m benchmarks.report --workdir=/data/sweeps/sst2
 
 Cells: configs/sst2_bert.py (its docstring gives the protocol, the files it needs and which settings
-are the project's) with budgets around `LARGE_MODEL_BUDGETS` of configs/personachat_gpt2.py (d and
+are the project's) with budgets around `fedjax_intrinsic.config.LARGE_MODEL_BUDGETS` (d and
 k = 2^17, sketches 5 x 2^20; project's choice, untuned), 3 seeds (SST-2 runs are short next to
 PersonaChat's). sketched_sgd keeps client error for each of the 100 clients (100 x 2 x 438 MB) and
 may be refused (recorded as failed) by `check_client_memory` on a small host.
