@@ -34,7 +34,7 @@ full) and, for the full preset, the `memory` section of `benchmarks/README.md`.
 """
 import dataclasses
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -98,6 +98,10 @@ class Config:
     device_memory_gib: the memory `max_chunk` is predicted for; 75 GiB: what JAX may use of an
       80 GB card (about 79.6 GiB) with XLA_PYTHON_CLIENT_MEM_FRACTION=.95 (the default, .75,
       leaves about 60 GiB).
+    execute: also RUN every compiled round of the chunk plan once on random tokens from a
+      random θ0 (`execute_round`): wall time and the device allocator's peak. For a GPU; the
+      rounds run in order of compiled peak, so each reading of the allocator's running peak is
+      that round's own.
   """
   preset: str
   models: tuple[str, ...]
@@ -111,6 +115,7 @@ class Config:
   batch_size: int = 16
   seq_len: int = 256
   device_memory_gib: float = 75.0
+  execute: bool = False
 
 
 PRESETS = {
@@ -125,6 +130,9 @@ PRESETS = {
     'full': Config(preset='full', models=('gpt2_7m', 'gpt2_16m', 'gpt2_45m', 'gpt2_124m'),
                    vmap_models=('gpt2_124m',), cohort_model='gpt2_124m', cohort_chunk=4,
                    cohort_sizes=(16, 256)),
+    # For a GPU (compiled AND run): GPT-2 small, 64 clients per round, chunks of 4 and 8.
+    'gpu': Config(preset='gpu', models=('gpt2_124m',), methods=('uncompressed', 'intrinsic_static'),
+                  chunks=(4, 8), execute=True),
 }
 
 
@@ -140,8 +148,9 @@ class Built(NamedTuple):
   method_fields: dict
 
 
-def build_model(name: str, seq_len: int) -> tuple[models.Model, Any]:
-  """(model, θ0 as zeros): the GPT-2 shape `MODELS[name]` for windows of seq_len tokens."""
+def build_model(name: str, seq_len: int, random_init: bool = False) -> tuple[models.Model, Any]:
+  """(model, θ0): the GPT-2 shape `MODELS[name]` for windows of seq_len tokens; θ0 zeros, or the
+  model's random initialisation (random_init, for rounds that are run)."""
   if name not in MODELS:
     raise ValueError(f'model={name!r} is invalid; allowed: {", ".join(MODELS)}')
   s = MODELS[name]
@@ -150,6 +159,8 @@ def build_model(name: str, seq_len: int) -> tuple[models.Model, Any]:
                      f'{s.n_positions}')
   model = models.get('gpt2', input_shape=(seq_len,), num_classes=s.vocab, n_layer=s.n_layer,
                      n_head=s.n_head, n_embd=s.n_embd, n_positions=s.n_positions)
+  if random_init:
+    return model, jax.jit(model.init)(keys.init_key(keys.run_key(0)))
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   return model, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
@@ -193,6 +204,50 @@ def abstract_round_args(b: Built, clients: int, batch_size: int, seq_len: int) -
   return (state, cstates, batches, S((clients,), jnp.float32), S((clients,), jnp.int32), key)
 
 
+def concrete_round_args(b: Built, clients: int, batch_size: int, seq_len: int,
+                        seed: int = 0) -> tuple:
+  """Arrays for the arguments `abstract_round_args` describes: the server state at θ0, fresh
+  client states, uniformly random tokens (x and y drawn apart), equal weights."""
+  vocab = b.model.num_classes
+  rng = np.random.default_rng(seed)
+  tokens = lambda: jnp.asarray(rng.integers(0, vocab, (clients, 1, batch_size, seq_len),
+                                            dtype=np.int32))
+  batches = {'x': tokens(), 'y': tokens(), 'mask': jnp.ones((clients, 1, batch_size), jnp.float32)}
+  state = jax.jit(b.alg.init)(b.params0)
+  cstates = jax.jit(lambda: jax.tree.map(lambda x: jnp.broadcast_to(x, (clients,) + x.shape),
+                                         b.alg.init_client(b.params0)))()
+  return (state, cstates, batches, jnp.full((clients,), 1.0 / clients, jnp.float32),
+          jnp.arange(clients, dtype=jnp.int32), keys.round_key(keys.run_key(0), 1))
+
+
+def _is_oom(e: Exception) -> bool:
+  msg = str(e)
+  return 'RESOURCE_EXHAUSTED' in msg or 'Out of memory' in msg or 'out of memory' in msg
+
+
+def execute_round(compiled: Any, args: tuple, repeats: int = 2) -> dict[str, Any]:
+  """Runs a compiled round on concrete `args`: first-call and median wall seconds, the round's
+  loss, and the device allocator's `peak_bytes_in_use` / `bytes_limit` after it (None where the
+  backend keeps no such statistics). An out-of-memory failure is returned as {'oom': message}."""
+  try:
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      out = jax.block_until_ready(compiled(*args))
+      times.append(time.perf_counter() - start)
+  except Exception as e:   # pylint: disable=broad-except
+    if _is_oom(e):
+      return {'oom': str(e).splitlines()[0][:300]}
+    raise
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return {'first_s': round(first, 3), 'median_s': round(float(np.median(times)), 4),
+          'loss': float(out.metrics['loss']), 'device_peak': stats.get('peak_bytes_in_use'),
+          'device_limit': stats.get('bytes_limit')}
+
+
 def peak_of(stats: dict[str, int]) -> int:
   """What one call of the compiled round allocates: argument + output + temp − alias.
 
@@ -205,8 +260,11 @@ def peak_of(stats: dict[str, int]) -> int:
 
 
 def round_memory(b: Built, strategy: str, clients_per_round: int, clients_per_chunk: int,
-                 batch_size: int, seq_len: int) -> dict[str, Any]:
-  """The compiled memory of one round: XLA's buffer sizes, `peak` (`peak_of`), `compile_s`."""
+                 batch_size: int, seq_len: int, keep: Optional[list] = None) -> dict[str, Any]:
+  """The compiled memory of one round: XLA's buffer sizes, `peak` (`peak_of`), `compile_s`.
+
+  keep: if given, (compiled, cohort size) is appended to it, to run the round later.
+  """
   if strategy not in STRATEGIES:
     raise ValueError(f'strategy={strategy!r} is invalid; allowed: {", ".join(STRATEGIES)}')
   for name, v in (('clients_per_round', clients_per_round),
@@ -220,6 +278,8 @@ def round_memory(b: Built, strategy: str, clients_per_round: int, clients_per_ch
   compiled, secs = common.compile_fn(round_fn, *args)
   stats = common.memory_stats(compiled)
   stats['xla_peak'] = stats.pop('peak')
+  if keep is not None:
+    keep.append((compiled, cohort))
   return {**stats, 'peak': peak_of(stats), 'compile_s': round(secs, 2),
           'strategy': strategy, 'clients_per_round': clients_per_round,
           'clients_per_chunk': chunk}
@@ -328,8 +388,14 @@ def is_monotone(res: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------------ running
 
 
-def run(cfg: Config, log=print) -> dict[str, Any]:
-  """Compiles every round of `cfg` and returns the JSON-ready result (rounds, fits, formula)."""
+def run(cfg: Config, log=print, on_progress=None) -> dict[str, Any]:
+  """Compiles every round of `cfg` and returns the JSON-ready result (rounds, fits, formula).
+
+  With `cfg.execute`, each model's chunked rounds at `clients_per_round` are then run
+  (`execute_round`) in order of compiled peak, and each round's record gets an 'exec' entry.
+  on_progress: called with the partial result after every round (the script writes it out).
+  """
+  on_progress = on_progress or (lambda res: None)
   start = time.perf_counter()
   res = {'benchmark': 'memory', 'schema': 1, 'preset': cfg.preset,
          'config': dataclasses.asdict(cfg), 'machine': common.machine_info(),
@@ -337,7 +403,8 @@ def run(cfg: Config, log=print) -> dict[str, Any]:
          'server_optimizer': 'adam(1e-4)', 'num_rounds': NUM_ROUNDS,
          'models': [], 'rounds': []}
   for name in cfg.models:
-    model, params0 = build_model(name, cfg.seq_len)
+    model, params0 = build_model(name, cfg.seq_len, random_init=cfg.execute)
+    to_run = []     # (compiled peak, order, record, built, compiled, cohort size)
     D = models.num_params(params0)
     cm = client_memory(model, params0, cfg.batch_size, cfg.seq_len)
     res['models'].append({'name': name, **MODELS[name]._asdict(), 'D': D, 'act': cm['act'],
@@ -351,13 +418,25 @@ def run(cfg: Config, log=print) -> dict[str, Any]:
       if name == cfg.cohort_model:
         plan += [('chunked_vmap', n, cfg.cohort_chunk) for n in cfg.cohort_sizes]
       for strategy, clients, chunk in plan:
-        r = round_memory(b, strategy, clients, chunk, cfg.batch_size, cfg.seq_len)
-        res['rounds'].append({'model': name, 'D': D, 'method': method,
-                              'method_fields': b.method_fields, **r})
+        runnable = (cfg.execute and strategy == 'chunked_vmap'
+                    and clients == cfg.clients_per_round)
+        keep = [] if runnable else None
+        r = round_memory(b, strategy, clients, chunk, cfg.batch_size, cfg.seq_len, keep)
+        rec = {'model': name, 'D': D, 'method': method, 'method_fields': b.method_fields, **r}
+        res['rounds'].append(rec)
+        if runnable:
+          to_run.append((rec['peak'], len(to_run), rec, b) + keep[0])
         log(f'  {method:<24} {strategy:<12} C={clients:<4} chunk={r["clients_per_chunk"]:<3} '
             f'peak={common.fmt_bytes(r["peak"])} temp={common.fmt_bytes(r["temp"])} '
             f'compile={r["compile_s"]:.1f}s')
-    del model, params0
+        on_progress(res)
+    for _, _, rec, b, compiled, cohort in sorted(to_run, key=lambda t: t[:2]):
+      args = concrete_round_args(b, cohort, cfg.batch_size, cfg.seq_len)
+      rec['exec'] = execute_round(compiled, args)
+      del args
+      log(f'  ran {rec["method"]} chunk={rec["clients_per_chunk"]}: {rec["exec"]}')
+      on_progress(res)
+    del model, params0, to_run
   res['fits'] = fits(res)
   res['formula'] = formula(res['fits'], cfg.methods)
   res['monotone'] = is_monotone(res)
@@ -412,6 +491,24 @@ def render(res: dict[str, Any]) -> str:
           f'peak ≈ a + b·chunk, and the largest chunk the fit puts under '
           f'{cfg["device_memory_gib"]:g} GiB (a prediction, not a measurement on that device):', '',
           common.markdown_table(heads, rows), '']
+  ran = [r for r in res['rounds'] if r['model'] == big['name'] and 'exec' in r]
+  if ran:
+    rows = []
+    for r in sorted(ran, key=lambda r: (r['method'], r['clients_per_chunk'])):
+      e = r['exec']
+      if 'oom' in e:
+        rows.append([r['method'], r['clients_per_chunk'], _gib(r['peak']), 'out of memory',
+                     '-', '-', '-'])
+        continue
+      rows.append([r['method'], r['clients_per_chunk'], _gib(r['peak']),
+                   _gib(e['device_peak']) if e['device_peak'] is not None else '-',
+                   _gib(e['device_limit']) if e['device_limit'] is not None else '-',
+                   common.fmt_seconds(e['median_s']), f'{e["loss"]:.3f}'])
+    out += [f'The same rounds RUN on this device ({C} clients, random tokens, random θ0; the '
+            f'allocator\'s peak is read after each round, rounds in order of compiled peak, so '
+            f'each reading is that round\'s own; "limit" is what JAX may allocate):', '',
+            common.markdown_table(['method', 'chunk', 'compiled peak', 'allocator peak', 'limit',
+                                   'round (median)', 'loss'], rows), '']
   goal = [f'`{f["method"]}` chunks of {f["max_chunk"]} ({-(-C // f["max_chunk"])} chunks, '
           f'{_gib(f["a"] + f["b"] * f["max_chunk"])} GiB)' if f['max_chunk'] else
           f'`{f["method"]}` does not fit even one client'
@@ -544,8 +641,8 @@ def main(argv: Sequence[str]) -> None:
                     chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
                     batch_size=_BATCH.value, seq_len=_SEQ.value,
                     device_memory_gib=_DEVICE_GIB.value)
-  res = run(cfg)
   out_json = _OUT_JSON.value or common.results_path('memory', jax.default_backend(), cfg.preset)
+  res = run(cfg, on_progress=lambda partial: common.write_json(out_json, partial))
   common.write_json(out_json, res)
   print(render(res))
   if cfg.preset == 'full' and not _OUT_JSON.value:
