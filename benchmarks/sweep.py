@@ -337,9 +337,14 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
   from fedjax_intrinsic import algorithms
   if stale not in STALE_POLICIES:
     raise ValueError(f'stale={stale!r} is invalid; allowed: {", ".join(STALE_POLICIES)}')
-  cells = [c for c in expand(sweep) if only is None or re.search(only, c.name)]
+  all_cells = expand(sweep)
+  cells = [c for c in all_cells if only is None or re.search(only, c.name)]
   os.makedirs(workdir, exist_ok=True)
   states = {c.name: cell_state(workdir, c) for c in cells}
+  # sweep.json always lists EVERY cell of the sweep (the report reads it): the ones `only` leaves
+  # out keep the state they have on disk.
+  others = {c.name: cell_state(workdir, c) for c in all_cells if c.name not in states}
+  write_index = lambda: _write_index(sweep, workdir, all_cells, {**others, **states}, command)
   for c in cells:
     if c.method not in algorithms.METHODS:
       states[c.name] = {'status': 'skipped', 'error': f'method {c.method!r} is not registered in '
@@ -354,7 +359,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
   for c in cells:
     if states[c.name]['status'] == 'skipped':
       log(f'  skip {c.name}: {states[c.name]["error"]}')
-  _write_index(sweep, workdir, cells, states, command)
+  write_index()
   for i, c in enumerate(todo):
     prefix = f'[{done + 1}/{len(cells)}] {c.name}:'
     log(f'{prefix} starting')
@@ -365,7 +370,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
       log(f'{prefix} interrupted; run the same command again to resume from this cell')
       raise
     done += states[c.name]['status'] in DONE
-    _write_index(sweep, workdir, cells, states, command)
+    write_index()
   counts = {}
   for s in states.values():
     counts[s['status']] = counts.get(s['status'], 0) + 1

@@ -151,6 +151,9 @@ def test_interrupted_sweep_resumes_without_recomputing(experiment, tmp_path):
                       progress=lambda c, line: ran.append(c.name), log=lambda _: None)
   assert set(ran) == {names[2]}
   assert json.load(open(os.path.join(work, names[2], 'config.json')))['eval_every'] == 1
+  # The index the report reads still lists every cell, not only the ones just run.
+  index = json.load(open(os.path.join(work, 'sweep.json')))
+  assert [(c['name'], c['status']) for c in index['cells']] == [(n, 'finished') for n in names]
 
 
 def test_unfinished_or_truncated_summary_is_not_done(experiment, tmp_path):
