@@ -460,10 +460,10 @@ def render(res: dict[str, Any]) -> str:
          f'every figure is XLA\'s compiled buffer assignment of one round (peak = '
          f'argument + output + temp − alias), in GiB.', '']
   if not gpu:
-    out += ['No GPU was available to this benchmark: the figures are the CPU backend\'s. '
-            'GPU buffer assignment differs (fusions, cuDNN/cuBLAS workspaces, XLA\'s default '
-            'preallocation of 75% of the card: set `XLA_PYTHON_CLIENT_MEM_FRACTION=.95`); rerun '
-            '`python -m benchmarks.memory` on the GPU for its own figures.', '']
+    out += ['These are the CPU backend\'s figures. GPU buffer assignment differs (fusions, '
+            'cuDNN/cuBLAS workspaces; and XLA preallocates 75% of the card by default: set '
+            '`XLA_PYTHON_CLIENT_MEM_FRACTION=.95`): `python -m benchmarks.memory --preset=gpu` '
+            'on a GPU gives its own figures (below, where it has been run).', '']
   out += [f'Round: {C} clients, each one local step on {cfg["batch_size"]} x {cfg["seq_len"]} '
           f'tokens; server {res["server_optimizer"]}; method fields '
           + '; '.join(f'`{k}` {v or "-"}' for k, v in res['method_budgets'].items())
@@ -571,8 +571,8 @@ def render(res: dict[str, Any]) -> str:
           'Levers not used here: donating the server state (`jax.jit(..., donate_argnums=0)`) '
           'would remove its output copy (half of the "in + out" column); rematerialising each '
           'block '
-          '(`jax.checkpoint`) would cut `act`, which dominates b for every method.', '',
-          f'Peak non-decreasing in clients per chunk for every model and method: '
+          '(`jax.checkpoint`) would cut `act`, which dominates b for every method.', '']
+  out += [f'Peak non-decreasing in clients per chunk for every model and method: '
           f'{"yes" if res["monotone"] else "NO"}. Compile time of the largest round: '
           f'{max(r["compile_s"] for r in res["rounds"]):.0f} s; whole run {res["wall_s"]:.0f} s.']
   return '\n'.join(out)

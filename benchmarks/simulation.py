@@ -401,6 +401,9 @@ def render(res: dict[str, Any]) -> str:
                                  m['backend'])} for rec in res['strategies']]}
   out = [f'**Backend `{m["backend"]}`** — {common.machine_line(m)}. '
          f'XLA_FLAGS: `{res.get("xla_flags") or "(none)"}`. Preset `{res["preset"]}`.', '']
+  if res.get('runs'):   # a result merged from several runs (each case's strategies side by side)
+    out += ['Merged from ' + str(len(res['runs'])) + ' runs: ' + '; '.join(
+        f'{r["what"]} ({r["machine"]["date_utc"]})' for r in res['runs']) + '.', '']
   recs = res['strategies']
   if recs:
     labels = _labels(recs)
@@ -521,12 +524,21 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(head + ['\n\n'.join(render(r) for r in results), '', FINDINGS])
 
 
-def make_config(preset: str, **overrides) -> Config:
-  """A preset with overrides (None values ignored), checked."""
+def make_config(preset: str, models: Optional[Sequence[str]] = None, **overrides) -> Config:
+  """A preset with overrides (None values ignored), checked; `models` keeps only those models'
+  cases and sweep models."""
   if preset not in PRESETS:
     raise ValueError(f'preset={preset!r} is invalid; allowed: {", ".join(PRESETS)}')
   overrides = {k: v for k, v in overrides.items() if v is not None}
   cfg = dataclasses.replace(PRESETS[preset], **overrides)
+  if models is not None:
+    known = sorted({c.model for c in cfg.cases} | set(cfg.sweep_models))
+    bad = [m for m in models if m not in known]
+    if bad:
+      raise ValueError(f'models={bad[0]!r} is invalid for preset {preset!r}; allowed: '
+                       f'{", ".join(known)}')
+    cfg = dataclasses.replace(cfg, cases=tuple(c for c in cfg.cases if c.model in models),
+                              sweep_models=tuple(m for m in cfg.sweep_models if m in models))
   for s in cfg.sections:
     if s not in SECTIONS:
       raise ValueError(f'sections={s!r} is invalid; allowed: {", ".join(SECTIONS)}')
@@ -540,8 +552,10 @@ def make_config(preset: str, **overrides) -> Config:
 def define_flags() -> None:
   """Defines the command-line flags; only the script entry point calls this, so importing the
   module (from tests, or beside another benchmark with its own --preset) defines none."""
-  global _PRESET, _SECTIONS, _CHUNKS, _OUT_JSON, _README, _RENDER_ONLY
+  global _PRESET, _SECTIONS, _CHUNKS, _MODELS, _OUT_JSON, _README, _RENDER_ONLY
   _PRESET = flags.DEFINE_string('preset', 'full', f'One of {tuple(PRESETS)}.')
+  _MODELS = flags.DEFINE_list('models', None, 'Override: keep only the cases and sweep models of '
+                              'these models.')
   _SECTIONS = flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
   _CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values to time.')
   _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
@@ -559,7 +573,8 @@ def main(argv: Sequence[str]) -> None:
     common.update_readme_section(README_SECTION, render_section(common.load_full_results('simulation')), readme)
     return
   cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
-                    chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None)
+                    chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
+                    models=tuple(_MODELS.value) if _MODELS.value else None)
   out_json = _OUT_JSON.value or common.results_path('simulation', jax.default_backend(), cfg.preset)
   res = run(cfg, on_progress=lambda partial: common.write_json(out_json, partial))
   common.write_json(out_json, res)

@@ -38,8 +38,11 @@ momentum and schedule and change them here where they differ:
 - Evaluation every 100 rounds (one pass over the clients), in batches of 500; all clients of a
   round vmapped at once (simulation.client_parallelism='chunked_vmap' with clients_per_chunk
   bounds the memory of the per-client gradients, 100 x 26 MB here).
-Expected runtime and result: not measured here (no GPU and no CIFAR-10 data on the machine that
-wrote this config); a measured run belongs in benchmarks/results/ with the accelerator named.
+Expected runtime and result: not measured here (no CIFAR-10 data on the machines that wrote this
+config; the GPU lent for the benchmarks had none either); a measured run belongs in
+benchmarks/results/ with the accelerator named. Measured piece: one round of 100 clients x 5 random
+32x32x3 images of this ResNet-9 on one NVIDIA H200 takes 30 ms (uncompressed) / 48 ms (fedavg)
+under `vmap`, 45 / 62 ms in chunks of 10 (`python -m benchmarks.simulation --preset=gpu`).
 """
 import ml_collections
 from ml_collections import config_dict

@@ -11,8 +11,8 @@ settings are the project's) with budgets around its `LARGE_MODEL_BUDGETS` (d and
 5 x 2^20; project's choice, untuned), one seed (a cell is a full pass over 17,568 clients; add seeds
 with --config.seeds='(0,1,2)' for mean ± std). sketched_sgd keeps client error for every client and
 is refused (recorded as failed) by `check_client_memory` unless data.max_clients is small.
-Expected runtime and results: not measured here (no GPU and no PersonaChat data on the machine
-that wrote this); benchmarks.report puts the per-cell wall time next to every row.
+Expected runtime and results: not measured here (no PersonaChat data on the machines that wrote
+this, GPU or CPU); benchmarks.report puts the per-cell wall time next to every row.
 """
 import ml_collections
 

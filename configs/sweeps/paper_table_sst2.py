@@ -11,8 +11,8 @@ are the project's) with budgets around `fedjax_intrinsic.config.LARGE_MODEL_BUDG
 k = 2^17, sketches 5 x 2^20; project's choice, untuned), 3 seeds (SST-2 runs are short next to
 PersonaChat's). sketched_sgd keeps client error for each of the 100 clients (100 x 2 x 438 MB) and
 may be refused (recorded as failed) by `check_client_memory` on a small host.
-Expected runtime and results: not measured here (no GPU and no SST-2 data on the machine
-that wrote this); benchmarks.report puts the per-cell wall time next to every row.
+Expected runtime and results: not measured here (no SST-2 data on the machines that wrote this, GPU
+or CPU); benchmarks.report puts the per-cell wall time next to every row.
 """
 import ml_collections
 

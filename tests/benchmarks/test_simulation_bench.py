@@ -89,6 +89,26 @@ def test_config_and_inputs_errors():
     bench.make_inputs(bench.Case('mlp', 'uncompressed', 101))
   with pytest.raises(ValueError, match='inputs'):
     bench.make_inputs(bench.Case('mlp', 'uncompressed', 2, 2, 'cifar'))
+  with pytest.raises(ValueError, match="models='vit' is invalid.*allowed: cnn, mlp, resnet9"):
+    bench.make_config('gpu', models=('vit',))
+
+
+def test_models_override_keeps_only_those_cases():
+  cfg = bench.make_config('gpu', models=('resnet9',), chunks=(10,))
+  assert cfg.cases and {c.model for c in cfg.cases} == {'resnet9'}
+  assert cfg.sweep_models == () and cfg.chunks == (10,)
+  assert bench.make_config('gpu').cases == bench.PRESETS['gpu'].cases
+
+
+def test_targets_add_the_accelerator_target():
+  def rec(model, loop, vmap):
+    r = {k: {'median_s': v} for k, v in (('loop', loop), ('vmap', vmap), ('floor', vmap))}
+    return {'model': model, 'method': 'fedavg', 'auto': 'vmap', 'results': r}
+  recs = [rec('mlp', 0.1, 0.001), rec('resnet9', 0.1, 0.03)]
+  cpu, gpu = bench.targets(recs, 'cpu'), bench.targets(recs, 'gpu')
+  assert gpu[:-1] == cpu
+  assert gpu[-1] == '`vmap` >= 20x `loop`: missed by resnet9/fedavg'
+  assert bench.targets(recs[:1], 'gpu')[-1] == '`vmap` >= 20x `loop`: met'
 
 
 def test_default_strategy():
