@@ -327,6 +327,27 @@ def replace_section(text: str, name: str, body: str) -> str:
   return text[:i] + block + text[j + len(end):]
 
 
+def record_run(name: str, section: str, preset: str,
+               run: Callable[[Callable[[dict], None]], dict[str, Any]],
+               render: Callable[[dict], str],
+               render_section: Callable[[Sequence[dict]], str],
+               out_json: str | None, readme: str = README) -> dict[str, Any]:
+  """What a benchmark script does with one run of benchmark `name`.
+
+  `run(on_progress)` gets a callback that writes the partial result to the JSON file (so an
+  interrupted run keeps every finished step); the final result goes there too: `out_json`, or
+  results/<name>_<backend>[_<preset>].json. Prints `render(result)`; a full-preset run saved at
+  the default path also rebuilds README section `section` from every backend's full result.
+  """
+  path = out_json or results_path(name, jax.default_backend(), preset)
+  res = run(lambda partial: write_json(path, partial))
+  write_json(path, res)
+  print(render(res))
+  if preset == 'full' and not out_json:
+    update_readme_section(section, render_section(load_full_results(name)), readme)
+  return res
+
+
 def update_readme_section(name: str, body: str, path: str = README,
                           title: str = '# Benchmarks') -> None:
   """Rewrites section ``name`` of the markdown file ``path`` (created with ``title``)."""

@@ -641,13 +641,10 @@ def main(argv: Sequence[str]) -> None:
                     chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
                     batch_size=_BATCH.value, seq_len=_SEQ.value,
                     device_memory_gib=_DEVICE_GIB.value)
-  out_json = _OUT_JSON.value or common.results_path('memory', jax.default_backend(), cfg.preset)
-  res = run(cfg, on_progress=lambda partial: common.write_json(out_json, partial))
-  common.write_json(out_json, res)
-  print(render(res))
-  if cfg.preset == 'full' and not _OUT_JSON.value:
-    common.update_readme_section(README_SECTION, render_section(common.load_full_results('memory')), readme)
-  elif _README.value:
+  res = common.record_run('memory', README_SECTION, cfg.preset,
+                          lambda on_progress: run(cfg, on_progress=on_progress), render,
+                          render_section, _OUT_JSON.value, readme)
+  if (cfg.preset != 'full' or _OUT_JSON.value) and _README.value:
     common.update_readme_section(README_SECTION, render_section([res]), readme)
 
 

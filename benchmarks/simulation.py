@@ -575,12 +575,9 @@ def main(argv: Sequence[str]) -> None:
   cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
                     chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
                     models=tuple(_MODELS.value) if _MODELS.value else None)
-  out_json = _OUT_JSON.value or common.results_path('simulation', jax.default_backend(), cfg.preset)
-  res = run(cfg, on_progress=lambda partial: common.write_json(out_json, partial))
-  common.write_json(out_json, res)
-  print(render(res))
-  if cfg.preset == 'full' and not _OUT_JSON.value:
-    common.update_readme_section(README_SECTION, render_section(common.load_full_results('simulation')), readme)
+  res = common.record_run('simulation', README_SECTION, cfg.preset,
+                          lambda on_progress: run(cfg, on_progress=on_progress), render,
+                          render_section, _OUT_JSON.value, readme)
   bad = bad_rounds(res)
   if bad:
     print('Rounds that differ from the loop:', ', '.join(bad), file=sys.stderr)
