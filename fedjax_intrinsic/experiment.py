@@ -95,6 +95,9 @@ class Experiment:
         self.data.num_clients)
     self.clients = simulation.ClientStateStore(client_state0, self.data.num_clients)
     self.evaluator = models.make_evaluator(self.model, config.eval_batch_size)
+    # The next sampled round's (cohort, round_fn inputs), built while the current round runs on the
+    # devices (`run_round`); a pure function of the round number, so this changes no result.
+    self._prefetched: dict = {}
 
   def _key(self, table: np.ndarray, key_fn, round_num: int) -> np.ndarray:
     """Round `round_num`'s key from its precomputed table (derived afresh past the table)."""
@@ -207,32 +210,47 @@ class Experiment:
     self.request_per_client = self.request_bytes(state)
     return state
 
+  def device_inputs(self, round_num: int, client_ids: np.ndarray) -> tuple:
+    """(batches, weights, ids) as `round_fn` takes them for this cohort: put on the device without
+    a mesh (asynchronously); with one, this process's share (`local_round_inputs` when there are
+    several processes: every process samples the global cohort, loads its own share only)."""
+    if self.mesh is None:
+      return jax.device_put(self.round_inputs(round_num, client_ids) + (client_ids,))
+    share = sharding.process_share(len(client_ids))
+    if jax.process_count() > 1:
+      batches, weights = self.local_round_inputs(round_num, client_ids, share)
+    else:
+      batches, weights = self.round_inputs(round_num, client_ids)
+    return batches, weights, client_ids[share]
+
   def run_round(self, state, round_num: int, client_ids: Optional[np.ndarray] = None):
     """Runs round `round_num` on its sampled cohort (or on `client_ids`); returns (state, line).
 
     line: {'round', 'train_loss', bytes of the round and cumulative, compression ratios}.
+    On a sampled cohort, the next round's cohort and inputs are built while this round runs.
     """
-    ids = self.cohort(round_num) if client_ids is None else np.asarray(client_ids, np.int32)
+    if client_ids is None:
+      ids, inputs = self._prefetched.pop(round_num, (None, None))
+      if ids is None:
+        ids = self.cohort(round_num)
+        inputs = self.device_inputs(round_num, ids)
+    else:
+      ids = np.asarray(client_ids, np.int32)
+      inputs = self.device_inputs(round_num, ids)
     held = self.ledger.held_round[np.maximum(ids, 0)]
     down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
     down = down + self.request_per_client
     round_key = self._key(self.round_keys, keys.round_key, round_num)
-    if self.mesh is None:
-      batches, weights = self.round_inputs(round_num, ids)
-      result = self.round_fn(state, self.clients.gather(ids), batches, jnp.asarray(weights),
-                             jnp.asarray(ids), round_key)
-      self.clients.scatter(ids, result.client_states)
-      loss = float(result.metrics['loss'])
-    else:   # every process: the global cohort's ledger and store; inputs of its own share only
-      share = sharding.process_share(len(ids))
-      if jax.process_count() > 1:
-        batches, weights = self.local_round_inputs(round_num, ids, share)
-      else:
-        batches, weights = self.round_inputs(round_num, ids)
-      result = self.round_fn(state, self.clients.gather(ids[share]), batches, weights, ids[share],
-                             round_key)
-      self.clients.scatter(ids, sharding.to_host(result.client_states))
-      loss = float(sharding.to_host(result.metrics['loss']))
+    batches, weights, shard_ids = inputs
+    share = slice(None) if self.mesh is None else sharding.process_share(len(ids))
+    result = self.round_fn(state, self.clients.gather(ids[share]), batches, weights, shard_ids,
+                           round_key)
+    if client_ids is None and round_num < self.config.rounds:   # overlaps the dispatched round
+      nxt = self.cohort(round_num + 1)
+      self._prefetched = {round_num + 1: (nxt, self.device_inputs(round_num + 1, nxt))}
+    # Every process keeps the global cohort's ledger and client-state store.
+    self.clients.scatter(ids, sharding.to_host(result.client_states))
+    loss = float(sharding.to_host(result.metrics['loss']))
     line = {'round': round_num, 'train_loss': loss}
     line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down))
     return result.server_state, line
