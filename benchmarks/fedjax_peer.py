@@ -27,7 +27,8 @@ dm-haiku 0.0.13 and optax 0.2.3 (PEERS.md: a plain ``pip install fedjax`` pulls 
 from this repository.
 
 Timing. A round's wall time: ours is metrics.jsonl's ``time_round_s`` (cohort sampling, host-side
-batching, the compiled round, the byte ledger); FedJAX's is ``sampler.sample()`` +
+batching, the compiled round, the byte ledger; the next round's sampling and batching are done
+while the compiled round runs, and counted in this round); FedJAX's is ``sampler.sample()`` +
 ``algorithm.apply`` + ``block_until_ready`` of the new params. Evaluation is outside both. Round 1
 (tracing and compilation) is reported apart (``first_round_ms``); a run's figure is the MEDIAN over
 rounds 2..R. Process CPU time per round is kept too (steadier under load; ours: CPU time between
