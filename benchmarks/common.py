@@ -344,8 +344,26 @@ def record_run(name: str, section: str, preset: str,
   write_json(path, res)
   print(render(res))
   if preset == 'full' and not out_json:
-    update_readme_section(section, render_section(load_full_results(name)), readme)
+    render_saved(name, section, render_section, readme)
   return res
+
+
+def render_saved(name: str, section: str, render_section: Callable[[Sequence[dict]], str],
+                 readme: str = README) -> None:
+  """Rebuilds README section `section` from every backend's saved full result of `name`."""
+  update_readme_section(section, render_section(load_full_results(name)), readme)
+
+
+def define_output_flags(name: str, section: str) -> tuple:
+  """The --out_json, --readme and --render_only flags of a benchmark script (flag holders, in that
+  order); call it from the script's entry point only."""
+  from absl import flags
+  return (flags.DEFINE_string('out_json', None, f'JSON path (default: benchmarks/results/'
+                              f'{name}_<backend>[_<preset>].json).'),
+          flags.DEFINE_string('readme', None, f'Markdown file for the "{section}" section '
+                              '(default: benchmarks/README.md; full preset only).'),
+          flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from the saved '
+                            'JSON files.'))
 
 
 def update_readme_section(name: str, body: str, path: str = README,

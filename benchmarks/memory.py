@@ -621,19 +621,14 @@ def define_flags() -> None:
   _SEQ = flags.DEFINE_integer('seq_len', None, 'Override: tokens per sequence.')
   _DEVICE_GIB = flags.DEFINE_float('device_memory_gib', None,
                                    'Override: the memory max_chunk is predicted for (GiB).')
-  _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
-                                  'memory_<backend>[_<preset>].json).')
-  _README = flags.DEFINE_string('readme', None, 'Markdown file for the "memory" section '
-                                '(default: benchmarks/README.md; full preset only).')
-  _RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
-                                   'the saved JSON files.')
+  _OUT_JSON, _README, _RENDER_ONLY = common.define_output_flags('memory', README_SECTION)
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
-    common.update_readme_section(README_SECTION, render_section(common.load_full_results('memory')), readme)
+    common.render_saved('memory', README_SECTION, render_section, readme)
     return
   cfg = make_config(_PRESET.value,
                     models=tuple(_MODELS.value) if _MODELS.value else None,

@@ -558,19 +558,14 @@ def define_flags() -> None:
                               'these models.')
   _SECTIONS = flags.DEFINE_list('sections', None, f'Override: subset of {SECTIONS}.')
   _CHUNKS = flags.DEFINE_list('chunks', None, 'Override: clients_per_chunk values to time.')
-  _OUT_JSON = flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
-                                  'simulation_<backend>[_<preset>].json).')
-  _README = flags.DEFINE_string('readme', None, 'Markdown file for the "simulation" section '
-                                '(default: benchmarks/README.md; full preset only).')
-  _RENDER_ONLY = flags.DEFINE_bool('render_only', False, 'Only rebuild the README section from '
-                                   'the saved JSON files.')
+  _OUT_JSON, _README, _RENDER_ONLY = common.define_output_flags('simulation', README_SECTION)
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
-    common.update_readme_section(README_SECTION, render_section(common.load_full_results('simulation')), readme)
+    common.render_saved('simulation', README_SECTION, render_section, readme)
     return
   cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
                     chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,

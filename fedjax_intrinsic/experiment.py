@@ -211,11 +211,12 @@ class Experiment:
     return state
 
   def device_inputs(self, round_num: int, client_ids: np.ndarray) -> tuple:
-    """(batches, weights, ids) as `round_fn` takes them for this cohort: put on the device without
-    a mesh (asynchronously); with one, this process's share (`local_round_inputs` when there are
-    several processes: every process samples the global cohort, loads its own share only)."""
+    """(batches, weights, ids) as `round_fn` takes them for this cohort: without a mesh, batches
+    and weights put on the device (asynchronously); with one, this process's share
+    (`local_round_inputs` when there are several processes: every process samples the global
+    cohort, loads its own share only). ids stay host-side: they also index the client-state store."""
     if self.mesh is None:
-      return jax.device_put(self.round_inputs(round_num, client_ids) + (client_ids,))
+      return jax.device_put(self.round_inputs(round_num, client_ids)) + (client_ids,)
     share = sharding.process_share(len(client_ids))
     if jax.process_count() > 1:
       batches, weights = self.local_round_inputs(round_num, client_ids, share)
@@ -242,8 +243,7 @@ class Experiment:
     down = down + self.request_per_client
     round_key = self._key(self.round_keys, keys.round_key, round_num)
     batches, weights, shard_ids = inputs
-    share = slice(None) if self.mesh is None else sharding.process_share(len(ids))
-    result = self.round_fn(state, self.clients.gather(ids[share]), batches, weights, shard_ids,
+    result = self.round_fn(state, self.clients.gather(shard_ids), batches, weights, shard_ids,
                            round_key)
     if client_ids is None and round_num < self.config.rounds:   # overlaps the dispatched round
       nxt = self.cohort(round_num + 1)
