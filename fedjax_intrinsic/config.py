@@ -6,6 +6,8 @@ checks what needs the outside world (data directories, memory) — still before 
 
 The config layout (every experiment in configs/ fills it; `run.py` overrides any field):
   seed, rounds, clients_per_round, eval_every, eval_batch_size, checkpoint_every, time_client_cost,
+  divergence_loss_ratio (a run is 'diverged' at the first round whose training loss is non-finite or
+  above this multiple of round 1's; 0 = non-finite only),
   data.name + data options, model.name + model options, method.name + method options,
   client.{lr, batch_size (0 = the client's whole data), local_steps (0 = from local_epochs), local_epochs},
   server.{optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_fraction, b1, b2, eps,
@@ -68,6 +70,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.clients_per_round > num_clients:
       _fail('clients_per_round', config.clients_per_round,
             f'at most data.num_clients={num_clients}')
+  ratio = config.get('divergence_loss_ratio', 0.0)
+  if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio == 0 or ratio > 1):
+    _fail('divergence_loss_ratio', ratio, '0 (non-finite loss only) or a number > 1')
   # Client training.
   if not config.client.lr >= 0:
     _fail('client.lr', config.client.lr, 'a number >= 0')
@@ -150,6 +155,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 512
   c.checkpoint_every = 0      # rounds between checkpoints (0 = none); resumes from the workdir's latest
   c.time_client_cost = False  # time one client's update vs. plain local SGD: the encode cost (time_*)
+  # 'diverged' when the training loss is non-finite or exceeds this multiple of round 1's (0: the
+  # first only). 100: above every committed sane run (benchmarks/results: at most ~36x, signSGD-MV's
+  # early spikes on the digits MLP) and below the runaway runs (1e3x and more).
+  c.divergence_loss_ratio = 100.0
   c.data = ml_collections.ConfigDict({'name': 'digits'})
   c.model = ml_collections.ConfigDict({'name': 'mlp'})
   c.method = ml_collections.ConfigDict({'name': 'uncompressed'})

@@ -7,7 +7,8 @@ Files in the workdir:
   (`test_*`, `val_*`) on evaluation rounds, and timing fields, all named `time_*` (the only fields
   that differ between two runs of the same config and seed).
 - `summary.json` (written atomically at the end, or when the run diverges): final metrics, totals,
-  status ('finished' | 'diverged' with the round), git commit, package versions, backend, devices.
+  status ('finished' | 'diverged' with the round: the training loss was non-finite or above
+  `config.divergence_loss_ratio` times round 1's), git commit, package versions, backend, devices.
 """
 import contextlib
 import json
@@ -188,10 +189,12 @@ class Experiment:
             'time_client_encode_s': max(t_update - t_train, 0.0)}
 
   def request_bytes(self, server_state) -> int:
-    """Bytes of the second exchange's request, downloaded by every participant (0 without one)."""
+    """Bytes every participant downloads besides its catch-up: the second exchange's request and
+    the method's end-of-round notice (0 without them)."""
     alg = self.algorithm
+    note = tree_bytes(jax.eval_shape(alg.notice, server_state)) if alg.finish is not None else 0
     if alg.query is None:
-      return 0
+      return note
     bc = jax.eval_shape(alg.broadcast, server_state)
     cstate = jax.eval_shape(lambda: alg.init_client(self.params0))
     one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
@@ -200,7 +203,7 @@ class Experiment:
     payload = jax.eval_shape(alg.client_update, bc, cstate, one_batch, key)[0]
     agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
                                                  jnp.ones((1,))), payload)
-    return tree_bytes(jax.eval_shape(alg.query, server_state, agg))
+    return tree_bytes(jax.eval_shape(alg.query, server_state, agg)) + note
 
   def init_state(self):
     """The server state before round 1 (and a fresh byte ledger)."""
@@ -340,6 +343,13 @@ def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
           '(to resume) or a new --workdir')
 
 
+def diverged(loss: float, first_loss: float, ratio: float) -> bool:
+  """True when a round's training loss is non-finite, or (ratio > 0) above ratio × round 1's."""
+  if not math.isfinite(loss):
+    return True
+  return bool(ratio) and math.isfinite(first_loss) and loss > ratio * abs(first_loss)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         progress: Optional[Callable[[dict], None]] = None) -> dict:
   """Runs the experiment, writing metrics as it goes; returns the summary dict.
@@ -373,7 +383,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                            f'checkpoint is of round {start}: the workdir is inconsistent')
   if primary:
     _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  status, diverged_round, last = 'finished', None, {}
+  status, diverged_round, last, first_loss = 'finished', None, {}, None
   for line in done:
     last.update(line)
   with open(metrics_path if primary else os.devnull, 'w') as out:
@@ -385,7 +395,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       state, line = exp.run_round(state, e)
       line['time_round_s'] = time.time() - t0
       line.update(client_cost)
-      if not math.isfinite(line['train_loss']):
+      first_loss = (done or [line])[0]['train_loss'] if first_loss is None else first_loss
+      if diverged(line['train_loss'], first_loss, config.get('divergence_loss_ratio', 0.0)):
         status, diverged_round = 'diverged', e
       if e % config.eval_every == 0 or e == config.rounds or status == 'diverged':
         t1 = time.time()

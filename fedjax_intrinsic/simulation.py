@@ -219,6 +219,9 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
       second_agg, cstates = second(bc, request, (cstates, batches, ckeys), weights)
       second_agg = allsum(second_agg)
     new_state = alg.server_update(server_state, agg, second_agg)
+    if alg.finish is not None:
+      note = alg.notice(new_state)
+      cstates = jax.vmap(lambda c: alg.finish(bc, request, note, c))(cstates)
     return RoundOutput(new_state, cstates, metrics, request)
 
   if mesh is not None:
@@ -276,6 +279,8 @@ def _loop_round(alg: FederatedAlgorithm):
   broadcast = jax.jit(alg.broadcast)
   server_update = jax.jit(alg.server_update)
   query = jax.jit(alg.query) if alg.query is not None else None
+  notice = jax.jit(alg.notice) if alg.finish is not None else None
+  finish = jax.jit(alg.finish) if alg.finish is not None else None
 
   def round_fn(server_state, client_states, batches, weights, client_ids, round_key):
     bc = broadcast(server_state)
@@ -297,8 +302,11 @@ def _loop_round(alg: FederatedAlgorithm):
       for c in range(num):
         second_agg, cstates[c] = respond(second_agg, bc, request, cstates[c], batches, ckeys,
                                          weights, c)
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *cstates) if cstates else client_states
     new_state = server_update(server_state, agg, second_agg)
+    if finish is not None:
+      note = notice(new_state)
+      cstates = [finish(bc, request, note, cstate) for cstate in cstates]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *cstates) if cstates else client_states
     return RoundOutput(new_state, stacked, msum, request)
 
   return round_fn

@@ -10,6 +10,8 @@ A method is a `FederatedAlgorithm`: a NamedTuple of pure functions, optax style.
     payload2, cstate = respond(bc, request, cstate, batch, key)    #   per client (upload)
     second = aggregate2(payloads2, weights)                        #   weighted SUM again
     server_state = server_update(server_state, agg, second)
+    note = notice(server_state)                                    # optional: down to participants
+    cstate = finish(bc, request, note, cstate)                     #   per participant
 
 Contracts the engine relies on:
 - `payload` is exactly the pytree that travels up; its bytes are its arrays' bytes (`tree_bytes`).
@@ -71,6 +73,11 @@ class FederatedAlgorithm(NamedTuple):
   cohort_shortcut: True when the client message is linear in a single gradient with no client
   state, so the engine may compute the cohort's message from one big weighted batch.
   query/respond/aggregate2: the optional second exchange (None when absent).
+  notice/finish: an optional last download to the round's participants (None when absent):
+  notice(new ServerState) -> the pytree every participant downloads after the server step (its
+  bytes are counted with the request's), and finish(Broadcast, request, notice, ClientState) ->
+  ClientState, the participant's state update once it knows the round's outcome (e.g. error feedback
+  that needs the aggregate). finish may use only its arguments.
   """
   name: str
   init: Callable[[Params], Any]
@@ -87,6 +94,8 @@ class FederatedAlgorithm(NamedTuple):
   query: Optional[Callable[[Any, Any], Any]] = None
   respond: Optional[Callable[..., tuple]] = None
   aggregate2: Optional[Callable[[Any, jax.Array], Any]] = None
+  notice: Optional[Callable[[Any], Any]] = None
+  finish: Optional[Callable[..., Any]] = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ weighted mean sketch (linear, so the engine may chunk it) and ρ = `method.rho`:
     (u_idx, u_val) ← top-k of estimate(E)        unsketch: the k largest estimated coordinates
     u = densify(u_val, u_idx): f32[D], k-sparse
     zero the applied coordinates in E and V (`method.masking`):
+      'buckets' (the default): zero every bucket of E and V that a coordinate of u_idx with a
+                  nonzero value hashes to, in every row: FetchSGD's released code (CommEfficient,
+                  fed_aggregator._server_helper_sketched: it zeroes the nonzero buckets of S(u), the
+                  same buckets unless two applied values cancel exactly in one), whose comment says
+                  the subtraction below made its models diverge (so it does here: README, methods);
       'subtract': E ← E − S(u), V ← V − S(densify(v̂, u_idx)) with v̂ the estimate of V at u_idx
                   (exact when the sketch is, so FetchSGD then equals true top-k with server momentum,
-                  error feedback and momentum masking);
-      'buckets':  zero every bucket of E and V that a coordinate of u_idx hashes to: FetchSGD's
-                  released code (CommEfficient, fed_aggregator._server_helper_sketched), whose comment
-                  says the subtraction made its models diverge.
+                  error feedback and momentum masking). Where applied coordinates share buckets it
+                  over-subtracts, and the error sketch can grow round after round.
     θ, opt_state ← one optax step of `ctx.server_optimizer` with u as the gradient.
 
 How the optax transformation composes: the unsketched k-sparse u is the gradient it receives; with
@@ -53,7 +56,7 @@ from fedjax_intrinsic import keys
 from fedjax_intrinsic.algorithms import base, sparse_sync
 from projections import sketch as sketch_lib
 
-MASKINGS = ('subtract', 'buckets')
+MASKINGS = ('buckets', 'subtract')
 _THRESHOLD_TOPK_ABOVE = 2**18   # D above which top-k uses counting passes instead of a sort
 _CACHE_MAX = 2**25              # rows·D up to which the sketch state caches its buckets (128 MiB)
 
@@ -121,13 +124,15 @@ class Sketcher(NamedTuple):
   def densify(self, values: jax.Array, indices: jax.Array) -> jax.Array:
     return P.densify(values, indices, self.D)
 
-  def buckets_of(self, state, indices: jax.Array) -> jax.Array:
-    """bool[rows, cols]: the buckets the coordinates indices: i32[k] hash to, in every row."""
+  def buckets_of(self, state, indices: jax.Array, values: jax.Array) -> jax.Array:
+    """bool[rows, cols]: the buckets that the coordinates indices: i32[k] with values[j] != 0 hash to,
+    in every row (the support of S(densify(values, indices)) barring exact cancellations)."""
     rows, cols = self.cs.rows, self.cs.cols
     b = sketch_lib.bucket_hash(state.bucket_coeffs[:, None, :],
                                indices.astype(jnp.uint32)[None, :], cols)     # i32[rows, k]
     r = jnp.broadcast_to(jnp.arange(rows)[:, None], b.shape)
-    return jnp.zeros((rows, cols), jnp.bool_).at[r, b].set(True)
+    hit = jnp.broadcast_to((values != 0).astype(jnp.int32)[None, :], b.shape)
+    return jnp.zeros((rows, cols), jnp.int32).at[r, b].max(hit) > 0
 
 
 def sketcher(method_config, ctx: base.BuildContext) -> Sketcher:
@@ -188,7 +193,7 @@ def default_config() -> dict:
   rho = 0 (FetchSGD's papers use 0.9 with a 10× smaller rate): the digits protocol's server rate
   (configs/digits_cnn.py) is tuned without momentum; with it, ρ = 0.9 diverges there.
   """
-  return {**sketch_defaults(), 'fetch_exact': False, 'masking': 'subtract'}
+  return {**sketch_defaults(), 'fetch_exact': False, 'masking': 'buckets'}
 
 
 def validate(config) -> None:
@@ -251,7 +256,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       error = error - sk.sketch(hs, update)
       momentum = momentum - sk.sketch(hs, sk.densify(momentum_at, idx))
     else:
-      touched = sk.buckets_of(hs, idx)
+      touched = sk.buckets_of(hs, idx, values)
       error = jnp.where(touched, 0.0, error)
       momentum = jnp.where(touched, 0.0, momentum)
     params, opt_state = base.server_step(opt, state.params, state.opt_state, update)

@@ -8,9 +8,20 @@ iteration per round, warm-started from the previous round's Q (Vogels' Algorithm
   client c: M_c = Δ_c + e_c (Δ: the pseudo-gradient of PAPER.md §2; e: its error memory),
             P_c = M_c Q                                                      -> up (first exchange)
   server:   P̂ = orthonormalise(Σ_c w_c P_c) (reduced QR)                    -> down (the request)
-  client c: Q_c = M_cᵀ P̂, e_c ← M_c − P̂ Q_cᵀ                               -> up (second exchange)
+  client c: Q_c = M_cᵀ P̂                                                    -> up (second exchange)
   server:   Q̂ = Σ_c w_c Q_c; the step is the optimiser applied to P̂ Q̂ᵀ = Σ_c w_c P̂ P̂ᵀ M_c (and to
             the weighted mean of the uncompressed leaves); Q ← Q̂ for the next round.
+  client c: e_c ← M_c − P̂ Q_cᵀ with its own Q_c (`method.error_memory='local'`, the default): the
+            part of M_c outside P̂'s span, so ‖e_c‖ <= ‖M_c‖; or e_c ← M_c − P̂ Q̂ᵀ ('averaged'), as
+            in Vogels et al.'s released code (epfml/powersgd: every worker's memory is its gradient
+            minus the decompressed all-reduced P Qᵀ), for which Q̂ goes down to every participant
+            at the end of the round (the engine's `notice`). Both keep the same weighted mean
+            Σ_c w_c e_c (the round's weights sum to one) and agree when every client takes part
+            every round with the same data, the setting of the reference. Why 'local' is the
+            default: with sampled, non-IID clients the averaged memory also keeps P̂ (Q_c − Q̂)ᵀ,
+            the client's deviation from the cohort's mean, which is not contractive and comes back
+            whenever the client returns; on configs/digits_cnn.py it does not learn (README,
+            methods table), the local memory does.
 Without error feedback (`method.error_feedback=False`) e stays 0 and the client, keeping no state,
 recomputes Δ_c in its second step (same start, batches and key, so the same Δ_c).
 The initial Q of compressed leaf i (tree_flatten order) is f32[m, r] standard normal from
@@ -20,8 +31,9 @@ Up:   first exchange P_c: f32[n, r] per compressed leaf plus every uncompressed 
       Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes.
 Down: the round's broadcast: θ (D float32: P̂ Q̂ᵀ moves every coordinate of every compressed matrix)
       and the warm-start Q (f32[m, r] per compressed leaf, server state that clients cannot derive);
-      then the request P̂ (f32[n, r] per compressed leaf, counted by the engine as the request):
-      4·(D + Σ r(m + n)) bytes per participant per round.
+      then the request P̂ (f32[n, r] per compressed leaf, counted by the engine as the request),
+      and with error_memory='averaged' (and error feedback), Q̂ at the end of the round (f32[m, r] per
+      compressed leaf): 4·(D + Σ r(m + n)) bytes per participant per round, + 4·Σ r·m.
 State: server θ (pytree), the server optimiser's state (θ-space) and Q. Client state: the error
        memory e: f32[n, m] per compressed leaf with error feedback, else none. Two exchanges and
        client state: no cohort shortcut.
@@ -35,6 +47,8 @@ import numpy as np
 
 from fedjax_intrinsic import keys
 from fedjax_intrinsic.algorithms import base
+
+ERROR_MEMORIES = ('local', 'averaged')
 
 
 class ServerState(NamedTuple):
@@ -50,7 +64,8 @@ class Broadcast(NamedTuple):
 
 
 class ErrorFeedback(NamedTuple):
-  error: tuple         # f32[n_i, m_i] per compressed leaf; between the two exchanges: M_c itself
+  error: tuple         # f32[n_i, m_i] per compressed leaf; from the first exchange to the memory
+                       # update (respond, or finish with error_memory='averaged'): M_c itself
 
 
 class Layout(NamedTuple):
@@ -62,7 +77,7 @@ class Layout(NamedTuple):
 
 
 def default_config() -> dict:
-  return {'rank': 2, 'error_feedback': True}
+  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local'}
 
 
 def validate(config) -> None:
@@ -74,6 +89,9 @@ def validate(config) -> None:
                       'smaller side of the model\'s matrices')
   if not isinstance(m.error_feedback, bool):
     raise ConfigError(f'method.error_feedback={m.error_feedback!r} is invalid; allowed: True, False')
+  if m.error_memory not in ERROR_MEMORIES:
+    raise ConfigError(f'method.error_memory={m.error_memory!r} is invalid; allowed: '
+                      f'{", ".join(ERROR_MEMORIES)}')
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name={m.name!r} '
                       '(two exchanges and client state); allowed: False')
@@ -111,6 +129,7 @@ def orthonormalise(p: jax.Array) -> jax.Array:
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   rank = method_config.rank
   ef = method_config.error_feedback
+  averaged = ef and method_config.get('error_memory', 'local') == 'averaged'
   if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
     raise ValueError(f'method.rank={rank!r} is invalid; allowed: a positive integer')
   lay = layout(ctx.params0, rank)
@@ -161,10 +180,16 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     else:
       mats = matrices(bc, cstate, batches)[0]
     qs = tuple(jnp.matmul(mat.T, p_hat, precision=hp) for mat, p_hat in zip(mats, request))
-    if ef:
+    if ef and not averaged:
       cstate = ErrorFeedback(tuple(
           mat - jnp.matmul(p_hat, q.T, precision=hp) for mat, p_hat, q in zip(mats, request, qs)))
     return qs, cstate
+
+  def finish(bc, request, q_hat, cstate):
+    """error_memory='averaged': e_c ← M_c − P̂ Q̂ᵀ, with Q̂ (the notice) the round's mean Q."""
+    del bc
+    return ErrorFeedback(tuple(mat - jnp.matmul(p_hat, q.T, precision=hp)
+                               for mat, p_hat, q in zip(cstate.error, request, q_hat)))
 
   def server_update(state, agg, second):
     p_hats = query(state, agg)
@@ -197,4 +222,6 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       query=query,
       respond=respond,
       aggregate2=base.weighted_sum,
+      notice=(lambda state: state.q) if averaged else None,
+      finish=finish if averaged else None,
   )

@@ -135,8 +135,10 @@ def test_layout_and_matrix_view():
     powersgd.layout({'dense': jnp.zeros((64, 10)), 'b': jnp.zeros(10)}, rank=10)
 
 
-def _powersgd_oracle_round(theta, q, errors, grads, weights, ids, lr, kernel_shape):
-  """One PowerSGD round in float64 numpy on logreg (leaves: bias [10], kernel [64, 10])."""
+def _powersgd_oracle_round(theta, q, errors, grads, weights, ids, lr, kernel_shape, memory):
+  """One PowerSGD round in float64 numpy on logreg (leaves: bias [10], kernel [64, 10]). memory:
+  'averaged' (Vogels et al.'s released code, epfml/powersgd: memory = M − P̂ Q̂ᵀ with the mean Q̂)
+  or 'local' (M − P̂ Q_cᵀ with the client's own Q_c)."""
   n, m = kernel_shape
   mats, biases = {}, []
   for i, cid in enumerate(ids):
@@ -145,17 +147,19 @@ def _powersgd_oracle_round(theta, q, errors, grads, weights, ids, lr, kernel_sha
     biases.append(bias)
   p_hat = np.linalg.qr(sum(w * mats[cid] @ q for w, cid in zip(weights, ids)))[0]
   qs = {cid: mats[cid].T @ p_hat for cid in ids}
-  for cid in ids:
-    errors[cid] = mats[cid] - p_hat @ qs[cid].T
   q_hat = sum(w * qs[cid] for w, cid in zip(weights, ids))
+  for cid in ids:
+    errors[cid] = mats[cid] - p_hat @ (q_hat if memory == 'averaged' else qs[cid]).T
   update = np.concatenate([np.dot(weights, biases), (p_hat @ q_hat.T).ravel()])
   return theta - lr * update, q_hat, p_hat
 
 
-def test_powersgd_matches_dense_oracle(make_digits_config):
+@pytest.mark.parametrize('memory', ['averaged', 'local'])
+def test_powersgd_matches_dense_oracle(make_digits_config, memory):
   """Two rounds (the second warm-started from Q̂ and feeding back the errors of returning clients)
-  against a float64 numpy PowerSGD; the error memory is orthogonal to P̂'s span."""
-  c = make_digits_config('powersgd', rank=2, clients_per_round=5)
+  against a float64 numpy PowerSGD; with the local memory the error is orthogonal to P̂'s span, with
+  the averaged one the cohort's weighted mean error is."""
+  c = make_digits_config('powersgd', rank=2, clients_per_round=5, error_memory=memory)
   exp = experiment.Experiment(c)
   alg = exp.algorithm
   state = exp.init_state()
@@ -167,14 +171,21 @@ def test_powersgd_matches_dense_oracle(make_digits_config):
     batches, weights = exp.round_inputs(e, ids)
     grads = _gradients(exp, alg.model_params(state), batches, 5).astype(np.float64)
     theta, q, p_hat = _powersgd_oracle_round(theta, q, errors, grads, weights.astype(np.float64),
-                                             ids, c.server.lr, (64, 10))
+                                             ids, c.server.lr, (64, 10), memory)
     state, line = exp.run_round(state, e, ids)
     assert_close(theta, alg.model_params(state), rtol=1e-5)
+    stored = {cid: exp.clients.tables.error[0][cid] for cid in ids}
     for cid in ids:
-      stored = exp.clients.tables.error[0][cid]
-      np.testing.assert_allclose(stored, errors[cid], atol=1e-5 * np.abs(errors[cid]).max())
-      assert np.abs(p_hat.T @ stored).max() <= 1e-5 * np.abs(stored).max()
+      np.testing.assert_allclose(stored[cid], errors[cid], atol=1e-5 * np.abs(errors[cid]).max())
+      if memory == 'local':
+        assert np.abs(p_hat.T @ stored[cid]).max() <= 1e-5 * np.abs(stored[cid]).max()
+    if memory == 'averaged':
+      mean = sum(w * stored[cid] for w, cid in zip(weights, ids))
+      assert np.abs(p_hat.T @ mean).max() <= 1e-5 * np.abs(mean).max()
+      assert np.abs(p_hat.T @ stored[ids[0]]).max() > 1e-3 * np.abs(stored[ids[0]]).max()
   assert line['bytes_up'] == 5 * 4 * (2 * (64 + 10) + 10)
+  assert line['bytes_down'] == 5 * 4 * (D_LOGREG + 2 * (64 + 10) + (2 * 10 if memory == 'averaged'
+                                                                    else 0))
 
 
 def _fresh_cohorts(C, E):
@@ -186,6 +197,7 @@ def _fresh_cohorts(C, E):
     ('sign_sgd', 'logreg', {'scaled': False}),
     ('powersgd', 'logreg', {'rank': 1}),
     ('powersgd', 'mlp', {'rank': 2}),
+    ('powersgd', 'mlp', {'rank': 2, 'error_memory': 'averaged'}),
 ])
 def test_bytes_match_formulas(make_digits_config, method, model, fields):
   """Fresh participants every round, then one client returning from round 2 (dense download)."""
@@ -202,7 +214,9 @@ def test_bytes_match_formulas(make_digits_config, method, model, fields):
     mats = [(64, 10)] if model == 'logreg' else [(64, 128), (128, 10)]
     vectors = 10 if model == 'logreg' else 128 + 10
     up = 4 * (sum(r * (n + m) for n, m in mats) + vectors)          # P and vectors, then Q
-    down = 4 * (D + sum(r * (m + n) for n, m in mats))              # θ and Q, then the request P̂
+    # θ and Q, then the request P̂ (then with error_memory='averaged' the mean Q̂: r·m more)
+    down = 4 * (D + sum(r * (m + n) for n, m in mats)
+                + (sum(r * m for n, m in mats) if fields.get('error_memory') == 'averaged' else 0))
   for line in lines:
     assert line['bytes_up'] == C * up
     assert line['bytes_down'] == C * down
@@ -212,6 +226,7 @@ def test_bytes_match_formulas(make_digits_config, method, model, fields):
     ('sign_sgd', {'vote': 'mean', 'error_feedback': True}),
     ('sign_sgd', {'scaled': False}),
     ('powersgd', {'error_feedback': False}),
+    ('powersgd', {'error_memory': 'averaged'}),
 ])
 def test_variants_strategies_equal_loop(make_digits_config, method, fields):
   results = {}
@@ -269,6 +284,7 @@ def test_learns_on_digits(make_digits_config, method, fields, threshold):
     ('powersgd', 'rank', 0, 'method.rank'),
     ('powersgd', 'rank', 2.5, 'method.rank'),
     ('powersgd', 'error_feedback', None, 'method.error_feedback'),
+    ('powersgd', 'error_memory', 'global', 'method.error_memory'),
 ])
 def test_bad_fields_rejected(make_digits_config, method, field, value, match):
   c = make_digits_config(method)

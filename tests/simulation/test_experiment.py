@@ -114,3 +114,33 @@ def test_client_cost_timing_fields(make_digits_config, tmp_path):
   assert summary['time_client_encode_s'] == max(
       summary['time_client_update_s'] - summary['time_client_train_s'], 0.0)
   assert not any(k.startswith('time_') for k in summary['final'])
+
+
+def test_a_runaway_finite_loss_is_diverged(make_digits_config, tmp_path):
+  """server.lr=1e6 on logreg: the loss explodes but stays finite. Above divergence_loss_ratio (100)
+  times round 1's loss the run is 'diverged' at that round and stops; with the ratio 0 (non-finite
+  only) the same run is 'finished'."""
+  c = make_digits_config('uncompressed', model='logreg', rounds=4, clients_per_round=4)
+  c.server.lr = 1e6
+  assert c.divergence_loss_ratio == 100.0                     # the default
+  summary = experiment.run(c, str(tmp_path / 'ratio'))
+  lines = _lines(tmp_path / 'ratio' / 'metrics.jsonl')
+  assert summary['status'] == 'diverged' and summary['diverged_round'] == len(lines) > 1
+  assert all(map(lambda l: l['train_loss'] < float('inf'), lines))
+  assert lines[-1]['train_loss'] > 100 * lines[0]['train_loss']
+  assert all(l['train_loss'] <= 100 * lines[0]['train_loss'] for l in lines[:-1])
+  c.divergence_loss_ratio = 0.0
+  summary = experiment.run(c, str(tmp_path / 'none'))
+  lines = _lines(tmp_path / 'none' / 'metrics.jsonl')
+  assert summary['status'] == 'finished' and len(lines) == 4
+  assert max(l['train_loss'] for l in lines) > 100 * lines[0]['train_loss']
+
+
+@pytest.mark.parametrize('value', [1.0, 0.5, -1.0, True, 'big'])
+def test_bad_divergence_ratio_rejected(make_digits_config, value):
+  c = make_digits_config()
+  with c.ignore_type():
+    c.divergence_loss_ratio = value
+  with pytest.raises(config_lib.ConfigError, match='divergence_loss_ratio=') as info:
+    config_lib.validate(c)
+  assert '\n' not in str(info.value) and 'allowed' in str(info.value)
