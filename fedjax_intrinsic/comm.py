@@ -29,10 +29,12 @@ class ByteLedger:
       self.held_round = np.ones(self.num_clients, np.int64)
 
   def record_round(self, round_num: int, client_ids: np.ndarray, upload_per_client: int,
-                   download_per_client: np.ndarray) -> dict:
+                   download_per_client: np.ndarray, held_after: np.ndarray = None) -> dict:
     """Adds one round's traffic for the real clients of `client_ids`; returns this round's figures.
 
     download_per_client: int64[C] from the method's `download_bytes` (padding clients ignored).
+    held_after: int64[C], the round each participant holds now (default `round_num`; a method's
+    `held_after` may say less, for a client that kept less than the round's state).
     """
     ids = np.asarray(client_ids)
     real = ids >= 0
@@ -43,7 +45,8 @@ class ByteLedger:
     self.down += down
     self.dense_up += n * self.dense_bytes
     self.dense_down += n * self.dense_bytes
-    self.held_round[ids[real]] = round_num   # they now hold this round's broadcast
+    now = np.full(ids.shape, round_num, np.int64) if held_after is None else np.asarray(held_after)
+    self.held_round[ids[real]] = now[real]   # they now hold this round's broadcast
     return {'bytes_up': up, 'bytes_down': down, 'bytes_total': up + down,
             'cum_bytes_up': self.up, 'cum_bytes_down': self.down,
             'cum_bytes_total': self.up + self.down, **self.ratios()}

@@ -255,7 +255,9 @@ class Experiment:
     self.clients.scatter(ids, sharding.to_host(result.client_states))
     loss = float(sharding.to_host(result.metrics['loss']))
     line = {'round': round_num, 'train_loss': loss}
-    line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down))
+    after = (None if self.algorithm.held_after is None
+             else self.algorithm.held_after(state, held))
+    line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down, after))
     return result.server_state, line
 
   def evaluate(self, params) -> dict:

@@ -19,8 +19,8 @@ Contracts the engine relies on:
   sum over the leading client axis. The engine may call it chunk by chunk, or per device, and add the
   results; any non-linear server step (majority vote, unsketching) belongs in `server_update`.
   The weights sum to one over the real clients of the round (padding clients weigh zero).
-- Everything except `download_bytes`, `catch_up` and `rebuild` is jittable; those three are host-side
-  byte accounting and its check.
+- Everything except `download_bytes`, `catch_up`, `rebuild`, `keep` and `held_after` is jittable;
+  those are host-side byte accounting and its check.
 - Rounds are numbered e = 1, 2, ...; `server_state.round` is the round about to run. A client's
   `held_round` h is the round whose broadcast it last received (1 for a fresh client, which holds θ0
   and the run's seed, nothing else); it must catch up on the server updates of rounds h .. e−1.
@@ -65,11 +65,16 @@ class FederatedAlgorithm(NamedTuple):
   aggregate. server_update(ServerState, aggregate, second) -> ServerState. model_params(ServerState)
   -> θ for evaluation. download_bytes(ServerState, held_rounds int[C]) -> int64[C] host-side.
   catch_up(ServerState, held_round) -> the arrays a client holding round `held_round` downloads.
-  rebuild(held_state, catch_up_payload, held_round, round_now) -> θ as the client reconstructs
-  it at the start of round `round_now`, where
-  held_state is the server state of the client's last sync, of which `rebuild` may use only what
-  that client kept then (θ, or z for subspace methods); θ0 and the seed's subspaces every client
-  derives itself. A test checks rebuild(...) == model_params(server state) for every method.
+  rebuild(held, catch_up_payload, held_round, round_now) -> θ as the client reconstructs it at
+  the start of round `round_now`, where `held` is what the client kept: a ServerState-shaped
+  value that is `init(params0)` for a fresh client and `keep(held, payload, held_round, round_now)`
+  after each sync (`keep` None: the client keeps nothing that rebuild reads); θ0 and the seed's
+  subspaces every client derives itself. held_after(ServerState, held_rounds int[C]) -> int[C]
+  (None: `round_now` for all): the held round the ledger records for a client after that sync (a
+  client that kept less than the round's state, e.g. θ instead of subspace coordinates, may be
+  recorded as holding an earlier round, so that its next download covers what it lacks). A test
+  simulates clients that sync at chosen rounds with only their kept state, for every method:
+  rebuild == model_params(server state), and the payload's bytes == download_bytes.
   cohort_shortcut: True when the client message is linear in a single gradient with no client
   state, so the engine may compute the cohort's message from one big weighted batch.
   query/respond/aggregate2: the optional second exchange (None when absent).
@@ -96,6 +101,8 @@ class FederatedAlgorithm(NamedTuple):
   aggregate2: Optional[Callable[[Any, jax.Array], Any]] = None
   notice: Optional[Callable[[Any], Any]] = None
   finish: Optional[Callable[..., Any]] = None
+  keep: Optional[Callable[[Any, PyTree, int, int], Any]] = None
+  held_after: Optional[Callable[[Any, np.ndarray], np.ndarray]] = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def client_delta(ctx: base.BuildContext, params: Any, batches: dict) -> tuple[ja
 
 
 def sparse_download(sk: Sketcher, num_rounds: int):
-  """download_bytes, catch_up, rebuild of a server whose state has `params` and `last_changed`."""
+  """download_bytes, catch_up, rebuild, keep of a server whose state has `params`, `last_changed`."""
   def download_bytes(state, held_rounds):
     return sparse_sync.download_bytes(state.last_changed, held_rounds, num_rounds)
 
@@ -170,7 +170,12 @@ def sparse_download(sk: Sketcher, num_rounds: int):
     del held_round, round_now   # the client kept θ of its last sync; the payload brings it up to date
     return sk.unravel(sparse_sync.rebuild(held_state.params, payload))
 
-  return download_bytes, catch_up, rebuild
+  def keep(held_state, payload, held_round, round_now):
+    """The client keeps the θ it rebuilt (raveled)."""
+    del held_round, round_now
+    return held_state._replace(params=sparse_sync.rebuild(held_state.params, payload))
+
+  return download_bytes, catch_up, rebuild, keep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
                                                    state.round)
     return ServerState(state.round + 1, params, opt_state, momentum, error, last_changed, hs)
 
-  download_bytes, catch_up, rebuild = sparse_download(sk, ctx.num_rounds)
+  download_bytes, catch_up, rebuild, keep = sparse_download(sk, ctx.num_rounds)
   return base.FederatedAlgorithm(
       name='fetchsgd',
       init=init,
@@ -277,6 +282,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       download_bytes=download_bytes,
       catch_up=catch_up,
       rebuild=rebuild,
+      keep=keep,
       cohort_shortcut=True,
       query=query if fetch else None,
       respond=respond if fetch else None,

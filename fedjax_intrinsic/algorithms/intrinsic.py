@@ -1,16 +1,27 @@
 """Pieces shared by the three intrinsic methods (PAPER.md §3): subspaces, client training, payloads.
 
-θ is raveled to one vector θ_flat: f32[D] (global projection: one operator over all parameters,
-the standard choice of Li et al. 2018). A subspace is a `projections` operator A: f[D, d] whose random
-state is made from `keys.subspace_key(run_key, t)`; every client derives it from the run's seed, so
-no seed or matrix ever travels. A client trains u ∈ R^d from 0 with the loss L(θ_base + A u) for
+θ is raveled to one vector θ_flat: f32[D]. A subspace is a `projections` operator A: f[D, d] whose
+random state is made from `keys.subspace_key(run_key, t)`; every client derives it from the run's
+seed, so no seed or matrix ever travels. `method.per_leaf=False` (the default, Li et al. 2018's
+standard choice): one operator over all of θ_flat (`projections.global_projection`);
+`method.per_leaf=True`: one operator per parameter leaf (`projections.per_leaf`, leaf i keyed by
+fold_in(subspace key, i), d split over the leaves in proportion to their sizes), so A is block
+diagonal in tree_flatten order; z is the leaves' coordinates concatenated.
+
+Weight decay (`server.weight_decay`, one meaning for the three methods): it pulls θ toward θ0, not
+toward 0. The server optimiser's `params` argument (what optax's add_decayed_weights / adamw decay)
+is the displacement from θ0 in the method's own coordinates (`server_step`): z (θ − θ0 = A z) for
+intrinsic_static, the active z_k for intrinsic_k_subspace (each subspace's coordinates decay in the
+rounds that step it), θ − θ0 for intrinsic_time_varying. With server SGD at rate η and decay λ a
+round then maps θ − θ0 to (1 − ηλ)(θ − θ0) − η·(the lifted step) in all three (k-subspace: the
+active subspace's part). A client trains u ∈ R^d from 0 with the loss L(θ_base + A u) for
 `client.local_steps` SGD steps at `client.lr` and uploads Δz = −u_end (= Aᵀ∇L with one step at lr 1).
 
 Payload encodings of Δz (`method.payload_dtype`): 'float32' (4·d bytes), 'bfloat16' (2·d bytes),
 'int8' (d bytes + one float32 scale: stochastic rounding of Δz / scale with scale = max|Δz| / 127,
 unbiased, drawn from the client's key). Only float32 is linear, so only it allows the cohort shortcut.
 """
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +38,7 @@ OPERATORS = ('dense_gaussian', 'fastfood', 'sparse', 'identity')
 
 def default_config() -> dict:
   """Fields every intrinsic method has (its module may add more)."""
-  return {'d': 1000, 'projection': 'fastfood', 'payload_dtype': 'float32'}
+  return {'d': 1000, 'projection': 'fastfood', 'payload_dtype': 'float32', 'per_leaf': False}
 
 
 def validate(config) -> None:
@@ -39,6 +50,12 @@ def validate(config) -> None:
   if m.payload_dtype not in PAYLOAD_DTYPES:
     raise ConfigError(f'method.payload_dtype={m.payload_dtype!r} is invalid; allowed: '
                       f'{", ".join(PAYLOAD_DTYPES)}')
+  per_leaf = m.get('per_leaf', False)
+  if not isinstance(per_leaf, bool):
+    raise ConfigError(f'method.per_leaf={per_leaf!r} is invalid; allowed: True, False')
+  if per_leaf and m.projection == 'identity':
+    raise ConfigError('method.per_leaf=True is invalid with method.projection=identity (d = D '
+                      'leaves nothing to split); allowed: per_leaf=False, or another projection')
   if isinstance(m.d, bool) or not isinstance(m.d, int) or m.d <= 0:
     raise ConfigError(f'method.d={m.d!r} is invalid; allowed: a positive integer <= D '
                       '(the number of model parameters)')
@@ -73,8 +90,33 @@ def subspaces(method_config, ctx: base.BuildContext) -> Subspaces:
     if method_config.d > D:
       raise ValueError(f'method.d={method_config.d} is invalid; allowed: 1 <= d <= D = {D} '
                        '(the number of model parameters)')
-    op = P.get(method_config.projection, D=D, d=method_config.d)
-  return Subspaces(D, method_config.d, op, unravel, ctx.run_key)
+    if method_config.get('per_leaf', False):
+      op = _flat_per_leaf(method_config, ctx.params0, unravel)
+    else:
+      op = P.get(method_config.projection, D=D, d=method_config.d)
+  return Subspaces(D, op.d, op, unravel, ctx.run_key)
+
+
+def _flat_per_leaf(method_config, params0, unravel) -> P.Projection:
+  """`projections.per_leaf` as an operator on θ_flat: f[D] <-> f[d] (block diagonal A)."""
+  if method_config.d < len(jax.tree.leaves(params0)):
+    raise ValueError(f'method.d={method_config.d} is invalid with method.per_leaf=True; allowed: '
+                     f'd >= the number of parameter leaves ({len(jax.tree.leaves(params0))})')
+  tp = P.per_leaf(lambda D, d: P.get(method_config.projection, D=D, d=d), params0,
+                  d=method_config.d)
+  return P.Projection(D=tp.D, d=tp.d, init=tp.init,
+                      project=lambda state, x: tp.project(state, unravel(x)),
+                      lift=lambda state, z: ravel_pytree(tp.lift(state, z))[0], name=tp.name)
+
+
+def server_step(opt, displacement: jax.Array, opt_state: Any, grad: jax.Array,
+                anchor: Optional[jax.Array] = None) -> tuple[jax.Array, Any]:
+  """One optax step whose weight decay pulls toward θ0 (the module docstring): the optimiser sees
+  `displacement − anchor` as its params (anchor None: the coordinates are a displacement already,
+  z; anchor θ0 for θ-space servers) and returns (new coordinates, opt_state)."""
+  params = displacement if anchor is None else displacement - anchor
+  updates, opt_state = opt.update(grad, opt_state, params)
+  return displacement + updates, opt_state
 
 
 def flat(params) -> jax.Array:

@@ -6,9 +6,11 @@ subspace k(e) = (e − 1) mod K (`method.subspace_order='cyclic'`), or a seeded 
 Up:   Δz of the active subspace, d float32 per client (or bf16 / int8 + scale).
 Down: the z_k that changed since the client last synchronised (all updated ones for a fresh
       client): d floats each, or θ itself (D floats) when that is smaller — Σ_e min(d·min(e−1, K), D)
-      for clients that are fresh every round (PAPER.md §4).
+      for clients that are fresh every round (PAPER.md §4). A client that received θ keeps θ and no
+      z, so for its next download it is like a fresh client (the ledger records it as holding
+      round 1, `held_after`): it needs every subspace updated so far, or θ again.
 State: server z: f32[K, d], one optimiser state per subspace (only the active one steps);
-       clients keep the z_k they downloaded (K·d floats). No client state in the simulation.
+       clients keep the z_k they downloaded (K·d floats), or θ. No client state in the simulation.
 """
 from typing import Any, NamedTuple
 
@@ -94,7 +96,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     del second
     k = active(state)
     opt_k = jax.tree.map(lambda s: s[k], state.opt_state)
-    z_k, opt_k = base.server_step(opt, state.z[k], opt_k, agg)
+    z_k, opt_k = intrinsic.server_step(opt, state.z[k], opt_k, agg)
     opt_state = jax.tree.map(lambda s, n: s.at[k].set(n), state.opt_state, opt_k)
     return state._replace(round=state.round + 1, z=state.z.at[k].set(z_k), opt_state=opt_state)
 
@@ -109,9 +111,26 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
 
   def catch_up(state, held_round):
     ks = changed(int(state.round), int(held_round))
-    if len(ks) * sub.d >= sub.D and len(ks):
+    if sends_theta(len(ks)):
       return {'theta': theta(state.z, state.theta0, state.op_states)}
     return {'z': state.z[jnp.asarray(ks, jnp.int32)]}   # [n, d]; which k each is, clients derive
+
+  def sends_theta(n: int) -> bool:
+    return n > 0 and n * sub.d >= sub.D
+
+  def held_after(state, held_rounds):
+    """round_now, or 1 for the clients whose catch-up is θ (they keep no z)."""
+    e = int(state.round)
+    theta = [sends_theta(len(changed(e, int(h)))) for h in np.ravel(held_rounds)]
+    return np.where(np.array(theta, bool), 1, e).reshape(np.shape(held_rounds)).astype(np.int64)
+
+  def keep(held_state, payload, held_round, round_now):
+    """The z the client holds after the sync; after θ it holds no z (a fresh client's zeros)."""
+    if 'theta' in payload:
+      return init(ctx.params0)
+    ks = changed(round_now, held_round)
+    z = held_state.z.at[jnp.asarray(ks, jnp.int32)].set(payload['z']) if len(ks) else held_state.z
+    return held_state._replace(z=z)
 
   def rebuild(held_state, payload, held_round, round_now):
     if 'theta' in payload:
@@ -133,5 +152,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       download_bytes=download_bytes,
       catch_up=catch_up,
       rebuild=rebuild,
+      keep=keep,
+      held_after=held_after,
       cohort_shortcut=payload_dtype == 'float32',
   )

@@ -54,7 +54,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
 
   def server_update(state, agg, second=None):
     del second
-    z, opt_state = base.server_step(opt, state.z, state.opt_state, agg)
+    z, opt_state = intrinsic.server_step(opt, state.z, state.opt_state, agg)
     return state._replace(round=state.round + 1, z=z, opt_state=opt_state)
 
   def download_bytes(state, held_rounds):

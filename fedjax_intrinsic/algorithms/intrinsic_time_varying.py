@@ -67,9 +67,12 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   def state_of_round(e):
     return sub.state(subspace_of_round(e))
 
+  theta0 = intrinsic.flat(ctx.params0)
+
   def apply_round(params, opt_state, mean_dz, op_state):
-    """The server's rule for one round, which clients replay: θ ← θ + opt(A_e Δz̄_e)."""
-    return base.server_step(opt, params, opt_state, sub.op.lift(op_state, mean_dz))
+    """The server's rule for one round, which clients replay: θ ← θ + opt(A_e Δz̄_e), the
+    optimiser seeing θ − θ0 as its params (weight decay toward θ0: intrinsic.py)."""
+    return intrinsic.server_step(opt, params, opt_state, sub.op.lift(op_state, mean_dz), theta0)
 
   apply_round_jit = jax.jit(apply_round)
   state_of_round_jit = jax.jit(state_of_round)
@@ -134,5 +137,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       download_bytes=download_bytes,
       catch_up=catch_up,
       rebuild=rebuild,
+      keep=lambda held, payload, h, e: held._replace(
+          params=intrinsic.flat(rebuild(held, payload, h, e))),   # the client keeps its θ
       cohort_shortcut=payload_dtype == 'float32',
   )

@@ -2,13 +2,15 @@
 
 Two published methods and their ablations, selected by `method.vote`, `method.scaled` and
 `method.error_feedback`:
-- signSGD with majority vote (Bernstein et al. 2019), `vote='majority'` (the default): every client
+- signSGD with majority vote (Bernstein et al. 2019), `vote='majority'`: every client
   sends sign(Δ); the server steps along the sign of the vote, one client one vote (the engine's
   weights only exclude padding clients, weight 0): g = γ · sign(Σ_c s_c), a tie (an even split) is 0.
   With `scaled=True` (the default) γ = Σ_c w_c ‖v_c‖₁ / D, the weighted mean scale the clients
   send, so the step follows the size of the gradients and the server rate means the same as for
   `uncompressed`; with `scaled=False` γ = 1 (Bernstein's rule: the server rate is the step).
-- EF-SignSGD (Karimireddy et al. 2019), `vote='mean', scaled=True, error_feedback=True`: client c
+- EF-SignSGD (Karimireddy et al. 2019), `vote='mean', scaled=True, error_feedback=True` (the
+  default: the variant that converges without momentum or large cohorts, which signSGD-MV needs and
+  the one-step digits protocol does not give it; README, methods table): client c
   compresses v_c = Δ_c + e_c to (‖v_c‖₁ / D) · sign(v_c), keeps e_c ← v_c − that, and the server
   takes the weighted mean g = Σ_c w_c (‖v_c‖₁ / D) · sign(v_c).
 Δ is the client's pseudo-gradient (PAPER.md §2: `client.local_steps` SGD steps at `client.lr`; the
@@ -50,7 +52,7 @@ class ErrorFeedback(NamedTuple):
 
 
 def default_config() -> dict:
-  return {'vote': 'majority', 'scaled': True, 'error_feedback': False}
+  return {'vote': 'mean', 'scaled': True, 'error_feedback': True}
 
 
 def validate(config) -> None:

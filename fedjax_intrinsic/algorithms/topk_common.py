@@ -206,6 +206,7 @@ class Sync(NamedTuple):
   download_bytes: Callable
   catch_up: Callable
   rebuild: Callable
+  keep: Callable
 
 
 def sync(flat: Flat, num_rounds: int) -> Sync:
@@ -219,4 +220,9 @@ def sync(flat: Flat, num_rounds: int) -> Sync:
     del held_round, round_now   # the client kept θ of its last sync; the payload patches it
     return flat.unravel(sparse_sync.rebuild(held_state.theta, payload))
 
-  return Sync(download_bytes, catch_up, rebuild)
+  def keep(held_state, payload, held_round, round_now):
+    """The client keeps the θ it rebuilt (raveled)."""
+    del held_round, round_now
+    return held_state._replace(theta=sparse_sync.rebuild(held_state.theta, payload))
+
+  return Sync(download_bytes, catch_up, rebuild, keep)

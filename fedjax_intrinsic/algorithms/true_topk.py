@@ -97,5 +97,6 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       download_bytes=sync.download_bytes,
       catch_up=sync.catch_up,
       rebuild=sync.rebuild,
+      keep=sync.keep,
       cohort_shortcut=True,
   )

@@ -27,3 +27,35 @@ def run(config, cohorts=None, rounds=None):
     state, line = exp.run_round(state, e, None if cohorts is None else cohorts[e - 1])
     lines.append(line)
   return exp, state, states, lines
+
+
+def simulate_client_syncs(alg, params0, states, schedule):
+  """A client that syncs at the rounds of `schedule` (increasing, 1-based), keeping only what it
+  received: it starts fresh (`alg.init(params0)`, held round 1), and at each sync round s downloads
+  `catch_up(states[s-1], h)`, rebuilds θ from its kept state, then keeps `alg.keep(...)` and holds
+  the round `alg.held_after` says (s by default). states[r-1]: the server state before round r.
+  Checks at every sync that the rebuilt θ is the server's and the payload's bytes are what
+  `download_bytes` charges; returns the held rounds after each sync.
+  """
+  held, h, helds = alg.init(params0), 1, []
+  for s in schedule:
+    state = states[s - 1]
+    payload = alg.catch_up(state, h)
+    assert_close(alg.model_params(state), alg.rebuild(held, payload, h, s), rtol=1e-5)
+    nbytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(payload))
+    assert nbytes == int(alg.download_bytes(state, np.array([h]))[0]), (alg.name, schedule, s, h)
+    if alg.keep is not None:
+      held = alg.keep(held, payload, h, s)
+    h = s if alg.held_after is None else int(alg.held_after(state, np.array([h]))[0])
+    helds.append(h)
+  return helds
+
+
+def every_schedule(num_states, max_syncs=None):
+  """Every non-empty increasing subset of rounds 1 … num_states with at most max_syncs rounds
+  (None: all), plus every round: the sync schedules of the simulated clients."""
+  import itertools
+  rounds = range(1, num_states + 1)
+  top = num_states if max_syncs is None else min(max_syncs, num_states)
+  out = [list(c) for n in range(1, top + 1) for c in itertools.combinations(rounds, n)]
+  return out if top == num_states else out + [list(rounds)]

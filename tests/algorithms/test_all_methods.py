@@ -2,8 +2,9 @@
 
 For every name in `fedjax_intrinsic.algorithms.METHODS`, with a small budget on digits logreg (D = 650):
 (a) every client-parallelism strategy (vmap, chunked_vmap with padding clients, map) == the loop
-    oracle; (b) the cohort shortcut == the loop where the method allows it; (c) catch-up rebuild ==
-    the server's θ for every held round, with the catch-up's bytes == `download_bytes`; (d) a full run
+    oracle; (b) the cohort shortcut == the loop where the method allows it; (c) a client that syncs
+    at any schedule of rounds and keeps only what it received rebuilds the server's θ, with the
+    catch-up's bytes == `download_bytes` (`helpers.simulate_client_syncs`); (d) a full run
     in-process (`experiment.run` on configs/digits_cnn.py, as `run.py` does) writes bytes and
     compression ratios to metrics.jsonl.
 A method added to the registry is tested here automatically. Its budget shrinks to fit D = 650 by
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from fedjax_intrinsic import algorithms, experiment, keys, simulation
-from tests.algorithms.helpers import assert_close
+from tests.algorithms.helpers import assert_close, every_schedule, simulate_client_syncs
 
 # Budget fields, whichever method has them: small enough for logreg on digits (D = 650).
 SMALL_BUDGET = {'d': 64, 'k': 32, 'rows': 3, 'cols': 64, 'rank': 2}
@@ -62,16 +63,13 @@ def drive(exp, strategy: str, shortcut: bool = False):
   return state, losses
 
 
-def check_catch_up(alg, states, final):
-  """rebuild(catch_up(θ_e, h)) == θ_e and its bytes == download_bytes, for every held round h."""
+def check_catch_up(alg, params0, states, final):
+  """Clients that sync at every possible schedule of rounds, keeping only what they received
+  (`simulate_client_syncs`): at each sync the rebuilt θ == the server's, the bytes ==
+  download_bytes."""
   states = list(states) + [final]
-  e = len(states)
-  theta = alg.model_params(final)
-  for h in range(1, e + 1):
-    payload = alg.catch_up(final, h)
-    assert_close(theta, alg.rebuild(states[h - 1], payload, h, e), rtol=1e-5)
-    nbytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(payload))
-    assert nbytes == int(alg.download_bytes(final, np.array([h]))[0]), (alg.name, h)
+  for schedule in every_schedule(len(states)):
+    simulate_client_syncs(alg, params0, states, schedule)
 
 
 class RecordingExperiment(experiment.Experiment):
@@ -119,8 +117,8 @@ def test_every_method(method, tmp_path, monkeypatch):
   (exp,) = RecordingExperiment.made
   alg = exp.algorithm
   theta = alg.model_params(exp.final)
-  # (c) catch-up rebuild == server θ for every held round, and its bytes.
-  check_catch_up(alg, exp.states, exp.final)
+  # (c) catch-up rebuild from the client's own kept state == server θ, and its bytes.
+  check_catch_up(alg, exp.params0, exp.states, exp.final)
   # (a) every other strategy == the loop oracle == the run's vmap (with padding clients for
   # chunked_vmap: 10 clients in chunks of 4).
   loop_final, loop_losses = drive(exp, 'loop')

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedjax_intrinsic.config import ConfigError, validate
-from tests.algorithms.helpers import assert_close, flat, run
+from tests.algorithms.helpers import assert_close, every_schedule, flat, run, simulate_client_syncs
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
 D_LOGREG = 650   # logistic regression on 8x8 digits, 10 classes
@@ -46,26 +46,40 @@ def test_time_varying_leaves_the_subspace(make_digits_config):
 
 
 @pytest.mark.parametrize('method,extra', [
-    ('intrinsic_static', {}),
-    ('intrinsic_k_subspace', {'num_subspaces': 3}),
-    ('intrinsic_time_varying', {}),
+    ('intrinsic_static', {'d': 32}),
+    ('intrinsic_k_subspace', {'d': 32, 'num_subspaces': 3}),
+    ('intrinsic_k_subspace', {'d': 200, 'num_subspaces': 4}),   # 4·200 >= D = 650: θ is sent
+    ('intrinsic_time_varying', {'d': 32}),
+    ('intrinsic_time_varying', {'d': 200}),                      # 4·200 >= D: θ is sent
 ])
 @pytest.mark.parametrize('optimizer', ['sgd', 'momentum'])
 def test_catch_up_rebuilds_server_theta(make_digits_config, method, extra, optimizer):
-  """For every held round h, rebuild(catch_up(state_e, h)) == θ_e, and its bytes are counted."""
-  c = make_digits_config(method, d=32, rounds=5, **extra)
+  """Clients syncing at one or two of rounds 1 … 6, or at all of them, keeping only what they
+  received, rebuild θ at every sync and are charged its bytes (helpers.simulate_client_syncs)."""
+  c = make_digits_config(method, rounds=5, **extra)
   c.server.optimizer = optimizer
   c.server.momentum = 0.9 if optimizer == 'momentum' else 0.0
   exp, final, states, _ = run(c)
-  alg = exp.algorithm
   states = states + [final]
-  e = len(states)          # the round about to run after the last one
-  theta = alg.model_params(final)
-  for h in range(1, e + 1):
-    payload = alg.catch_up(final, h)
-    assert_close(theta, alg.rebuild(states[h - 1], payload, h, e), rtol=1e-5)
-    nbytes = sum(np.asarray(x).nbytes for x in __import__('jax').tree.leaves(payload))
-    assert nbytes == int(alg.download_bytes(final, np.array([h]))[0])
+  for schedule in every_schedule(len(states), max_syncs=2):
+    simulate_client_syncs(exp.algorithm, exp.params0, states, schedule)
+
+
+def test_k_subspace_client_that_got_theta_is_charged_what_it_lacks(make_digits_config):
+  """K = 4, d = 200 on D = 650. A client fresh at round 5 downloads θ (4 subspaces updated: 800 >=
+  650 floats); it then holds θ and no z, so at round 7 it needs θ again (650 floats), not the 2 z_k
+  changed in rounds 5-6 (400 floats) it could not apply."""
+  c = make_digits_config('intrinsic_k_subspace', d=200, num_subspaces=4, rounds=7,
+                         clients_per_round=2)
+  x = 99
+  cohorts = [np.array([2 * e, 2 * e + 1], np.int32) for e in range(1, 5)]
+  cohorts += [np.array([x, 50], np.int32), np.array([51, 52], np.int32), np.array([x, 53], np.int32)]
+  exp, final, states, lines = run(c, cohorts)
+  assert lines[4]['bytes_down'] == 2 * 4 * 650                 # round 5: θ to both fresh clients
+  assert lines[6]['bytes_down'] == 4 * 650 + 4 * 650            # round 7: θ to x and to fresh 53
+  assert exp.ledger.held_round[x] == 1                         # after θ again: like a fresh client
+  states = states + [final]
+  assert simulate_client_syncs(exp.algorithm, exp.params0, states, [5, 7, 8]) == [1, 1, 1]
 
 
 def _fresh_cohorts(C, E):

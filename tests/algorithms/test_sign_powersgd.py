@@ -49,7 +49,8 @@ def test_pack_unpack_roundtrip():
 def test_majority_vote_matches_dense_oracle(make_digits_config):
   """Round 1 of scaled signSGD-MV: packed signs of Δ (a coin where Δ = 0), scale ‖Δ‖₁/D, and
   θ1 = θ0 − lr · (Σ_c w_c scale_c) · sign(Σ_c s_c), one client one vote."""
-  c = make_digits_config('sign_sgd', clients_per_round=7, rounds=1)
+  c = make_digits_config('sign_sgd', clients_per_round=7, rounds=1, vote='majority',
+                         error_feedback=False)
   exp = experiment.Experiment(c)
   alg = exp.algorithm
   state = exp.init_state()
@@ -194,7 +195,7 @@ def _fresh_cohorts(C, E):
 
 @pytest.mark.parametrize('method,model,fields', [
     ('sign_sgd', 'logreg', {}),
-    ('sign_sgd', 'logreg', {'scaled': False}),
+    ('sign_sgd', 'logreg', {'scaled': False, 'error_feedback': False, 'vote': 'majority'}),
     ('powersgd', 'logreg', {'rank': 1}),
     ('powersgd', 'mlp', {'rank': 2}),
     ('powersgd', 'mlp', {'rank': 2, 'error_memory': 'averaged'}),
@@ -224,7 +225,7 @@ def test_bytes_match_formulas(make_digits_config, method, model, fields):
 
 @pytest.mark.parametrize('method,fields', [
     ('sign_sgd', {'vote': 'mean', 'error_feedback': True}),
-    ('sign_sgd', {'scaled': False}),
+    ('sign_sgd', {'scaled': False, 'error_feedback': False, 'vote': 'majority'}),
     ('powersgd', {'error_feedback': False}),
     ('powersgd', {'error_memory': 'averaged'}),
 ])
@@ -256,8 +257,8 @@ def test_powersgd_without_error_feedback_is_stateless(make_digits_config):
 
 
 @pytest.mark.parametrize('method,fields,threshold', [
-    ('sign_sgd', {}, 0.7),
-    ('sign_sgd', {'vote': 'mean', 'error_feedback': True}, 0.65),
+    ('sign_sgd', {'vote': 'majority', 'error_feedback': False}, 0.7),
+    ('sign_sgd', {}, 0.65),        # EF-SignSGD, the default
     ('powersgd', {}, 0.55),
 ])
 def test_learns_on_digits(make_digits_config, method, fields, threshold):

@@ -1,0 +1,117 @@
+"""Intrinsic methods' options: per-leaf projections (`method.per_leaf`) and weight decay toward θ0.
+
+Per-leaf: the operator the methods use is checked against the global mode's identities, with dense
+matrices: A (lifted unit vectors) is block diagonal and each block is the leaf's own operator built
+independently with key fold_in(subspace key, i); project is its exact adjoint; one round of
+intrinsic_static is θ0 − lr · A Aᵀ ḡ (ḡ the weighted mean client gradient), as in the global mode.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import projections as P
+from fedjax_intrinsic import algorithms, config as config_lib, experiment, keys
+from fedjax_intrinsic.algorithms import base, intrinsic
+from tests.algorithms.helpers import assert_close, flat, run
+
+INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
+
+
+def _dense(op, state):
+  """A: f64[D, d], column j = lift(e_j)."""
+  lift = jax.jit(jax.vmap(lambda z: op.lift(state, z)))
+  return np.asarray(lift(jnp.eye(op.d, dtype=jnp.float32)), np.float64).T
+
+
+@pytest.mark.parametrize('projection', ['fastfood', 'dense_gaussian', 'sparse'])
+def test_per_leaf_operator_is_block_diagonal_of_leaf_operators(make_digits_config, projection):
+  c = make_digits_config('intrinsic_static', model='mlp', d=40, projection=projection,
+                         per_leaf=True)
+  exp = experiment.Experiment(c)
+  sub = exp.algorithm and intrinsic.subspaces(c.method, base.BuildContext(
+      exp.model, exp.params0, exp.run_key, None, 1.0, 100, 1))
+  state = sub.state(0)
+  A = _dense(sub.op, state)
+  leaves = jax.tree.leaves(exp.params0)
+  sizes = [int(np.size(x)) for x in leaves]
+  dims = P.split_dims(tuple(sizes), 40)
+  assert A.shape == (sum(sizes), 40) and sum(dims) == 40
+  r0 = c0 = 0
+  for i, (n, k) in enumerate(zip(sizes, dims)):
+    leaf_op = P.get(projection, D=n, d=k)
+    block = _dense(leaf_op, leaf_op.init(jax.random.fold_in(keys.subspace_key(exp.run_key, 0), i)))
+    np.testing.assert_allclose(A[r0:r0 + n, c0:c0 + k], block, rtol=1e-5, atol=1e-6)
+    A[r0:r0 + n, c0:c0 + k] = 0
+    r0, c0 = r0 + n, c0 + k
+  assert not A.any()                                         # nothing off the diagonal blocks
+  x = jax.random.normal(jax.random.PRNGKey(0), (sub.D,))
+  z = jax.random.normal(jax.random.PRNGKey(1), (sub.d,))
+  lhs = float(jnp.vdot(sub.op.lift(state, z), x))
+  rhs = float(jnp.vdot(z, sub.op.project(state, x)))
+  assert abs(lhs - rhs) <= 1e-4 * abs(lhs)                    # project is lift's adjoint
+
+
+def test_per_leaf_static_round_matches_dense_oracle(make_digits_config):
+  c = make_digits_config('intrinsic_static', model='mlp', d=48, per_leaf=True, rounds=1,
+                         clients_per_round=5)
+  exp = experiment.Experiment(c)
+  state = exp.init_state()
+  A = _dense(intrinsic.subspaces(c.method, base.BuildContext(
+      exp.model, exp.params0, exp.run_key, None, 1.0, 100, 1)).op, state.op_state)
+  ids = exp.cohort(1)
+  batches, w = exp.round_inputs(1, ids)
+  grad = jax.jit(jax.grad(base.model_loss(exp.model)))
+  g = sum(wi * flat(grad(exp.params0, jax.tree.map(lambda a: a[i, 0], batches)))
+          for i, wi in enumerate(w))
+  expected = flat(exp.params0) - c.server.lr * A @ (A.T @ g)
+  new_state, line = exp.run_round(state, 1, ids)
+  assert_close(expected, exp.algorithm.model_params(new_state), rtol=1e-5)
+  assert line['bytes_up'] == 5 * 4 * 48
+
+
+@pytest.mark.parametrize('method', INTRINSIC)
+def test_per_leaf_runs_and_catches_up(make_digits_config, method):
+  """Every intrinsic method accepts per_leaf=True: it learns a little in 3 rounds (loss falls) and
+  its catch-up rebuilds the server's θ (PAPER's download identities hold per leaf as globally)."""
+  exp, final, states, lines = run(make_digits_config(method, model='mlp', d=64, per_leaf=True))
+  assert lines[-1]['train_loss'] < lines[0]['train_loss']
+  alg = exp.algorithm
+  e = len(states) + 1
+  payload = alg.catch_up(final, 1)
+  assert_close(alg.model_params(final), alg.rebuild(exp.init_state(), payload, 1, e), rtol=1e-5)
+
+
+def test_per_leaf_bad_values_rejected(make_digits_config):
+  c = make_digits_config('intrinsic_static')
+  with c.ignore_type():
+    c.method.per_leaf = 'yes'
+  with pytest.raises(config_lib.ConfigError, match='method.per_leaf'):
+    config_lib.validate(c)
+  c = make_digits_config('intrinsic_static', projection='identity', d=650, per_leaf=True)
+  with pytest.raises(config_lib.ConfigError, match='method.per_leaf=True is invalid'):
+    config_lib.validate(c)
+
+
+@pytest.mark.parametrize('method', INTRINSIC)
+def test_weight_decay_pulls_toward_theta0(method, make_digits_config):
+  """server SGD at η with weight decay λ and a zero aggregate: θ − θ0 → (1 − ηλ)(θ − θ0), the same
+  in the three methods (decay toward θ0, intrinsic.py)."""
+  eta, lam = 0.5, 0.2
+  c = make_digits_config(method, d=32, num_subspaces=1) if method == 'intrinsic_k_subspace' else \
+      make_digits_config(method, d=32)
+  c.server.weight_decay = lam
+  c.server.lr = eta
+  exp = experiment.Experiment(c)
+  alg = exp.algorithm
+  state = exp.init_state()
+  theta0 = flat(exp.params0)
+  state, _ = exp.run_round(state, 1)                          # some displacement from θ0
+  moved = flat(alg.model_params(state)) - theta0
+  assert np.linalg.norm(moved) > 0
+  zero = jnp.zeros((32,), jnp.float32)
+  after = jax.jit(alg.server_update)(state, zero, None)
+  np.testing.assert_allclose(flat(alg.model_params(after)) - theta0, (1 - eta * lam) * moved,
+                             rtol=1e-4, atol=1e-6 * np.abs(moved).max())
