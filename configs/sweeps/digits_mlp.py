@@ -8,8 +8,10 @@ configs/digits_cnn.py (100 shard clients, 10 per round, 200 rounds, one gradient
 server SGD at 1.0 for the MLP; FedAvg: one local epoch, batch 5), evaluated every 10 rounds. Budgets
 (project's choice) span about 2x to 150x upload compression for D = 9,610: d for the intrinsic
 methods, k for the top-k / random-k methods, rows x cols (and k) for the sketches, rank for PowerSGD;
-sign_sgd runs signSGD with majority vote and EF-SignSGD; fetchsgd runs with both of its maskings
-(the default 'subtract', and 'buckets' as in FetchSGD's released code: see fetchsgd.py). Measured cost: 10-25 s a cell on 2 CPU
+sign_sgd runs signSGD with majority vote and EF-SignSGD (the default); fetchsgd runs with both of its
+maskings (the default 'buckets', as in FetchSGD's released code, and 'subtract': see fetchsgd.py);
+random_k runs unscaled (scaling=none; its default is the unbiased D/k scaling); sketched_sgd runs
+its default candidate factor p2 = 4. Measured cost: 10-25 s a cell on 2 CPU
 cores (see the wall-time column of benchmarks/results/digits_mlp/report.md).
 """
 import ml_collections
@@ -34,18 +36,18 @@ GRID = (
     'method=true_topk,k=50',
     'method=true_topk,k=200',
     'method=true_topk,k=1000',
-    'method=random_k,k=100',
-    'method=random_k,k=500',
-    'method=random_k,k=2000',
-    'method=fetchsgd,rows=5,cols=100,k=50',
-    'method=fetchsgd,rows=5,cols=300,k=100',
-    'method=fetchsgd,rows=5,cols=1000,k=200',
+    'method=random_k,k=100,scaling=none',
+    'method=random_k,k=500,scaling=none',
+    'method=random_k,k=2000,scaling=none',
+    'method=fetchsgd,rows=5,cols=100,k=50,masking=subtract',
+    'method=fetchsgd,rows=5,cols=300,k=100,masking=subtract',
+    'method=fetchsgd,rows=5,cols=1000,k=200,masking=subtract',
     'method=fetchsgd,rows=5,cols=100,k=50,masking=buckets',
     'method=fetchsgd,rows=5,cols=300,k=100,masking=buckets',
     'method=fetchsgd,rows=5,cols=1000,k=200,masking=buckets',
     'method=sketched_sgd,rows=5,cols=300,k=100',
     'method=sketched_sgd,rows=5,cols=1000,k=200',
-    'method=sign_sgd',
+    'method=sign_sgd,vote=majority,error_feedback=0',
     'method=sign_sgd,vote=mean,error_feedback=1',
     'method=powersgd,rank=1',
     'method=powersgd,rank=2',
