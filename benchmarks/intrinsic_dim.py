@@ -24,7 +24,9 @@ fresh every round (E rounds, K subspaces): upload D/d for all three; download D/
 D·E / Σ_e min(d·min(e−1, K), D) (K-subspace), D·E / Σ_e min(d·(e−1), D) (time-varying).
 
 Writes into the workdir: the cells, sweep.json, intrinsic_dim.json, intrinsic_dim.md and
-metric_vs_d.png (metric against d, log scale, with the baseline, the target and d_int).
+metric_vs_d.png (metric against d, log scale, with the baseline, the target and d_int), and packs
+the cells (benchmarks.results_store: what is committed). `python -m benchmarks.report
+--workdir=<workdir>` rewrites the .md and .png from intrinsic_dim.json.
 """
 import math
 import os
@@ -37,6 +39,7 @@ import ml_collections
 
 from benchmarks import common
 from benchmarks import report
+from benchmarks import results_store
 from benchmarks import sweep as sweep_lib
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
@@ -131,7 +134,7 @@ class Finder:
       if states[cell.name]['status'] != 'finished':
         values.append(float('nan'))
         continue
-      summary = report.read_json(os.path.join(self.workdir, cell.name, 'summary.json'))
+      summary = results_store.read_cell(self.workdir, cell.name, 'summary')
       values.append(float(summary['final'][self.sweep.metric]))
     mean = statistics.fmean(values) if all(math.isfinite(v) for v in values) else float('nan')
     return mean, values, summary
@@ -199,10 +202,29 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
       'command': command, 'machines': (report.read_json(os.path.join(workdir, 'sweep.json'))
                                        or {}).get('machines', [])}
   common.write_json(os.path.join(workdir, 'intrinsic_dim.json'), out)
+  write_outputs(workdir)
+  return out
+
+
+def write_outputs(workdir: str) -> list[str]:
+  """Packs the cell directories (when there are any), then writes intrinsic_dim.md and
+  metric_vs_d.png from intrinsic_dim.json; returns the names of the files written."""
+  out = report.read_json(os.path.join(workdir, 'intrinsic_dim.json'))
+  if out is None:
+    raise ValueError(f'workdir={workdir!r} is invalid; allowed: a directory with '
+                     'intrinsic_dim.json (written by python -m benchmarks.intrinsic_dim)')
+  # JSON keeps a seed that did not finish as null: its metric is nan again here.
+  nan = lambda v: float('nan') if v is None else v
+  for p in out['probes'] + list(out['measured_at_d_int'].values()):
+    p['metric'], p['values'] = nan(p['metric']), [nan(v) for v in p['values']]
+  written = []
+  if results_store.cell_dirs(workdir):
+    results_store.pack(workdir)
+    written += [p for p in results_store.PACKED if os.path.exists(os.path.join(workdir, p))]
   with open(os.path.join(workdir, 'intrinsic_dim.md'), 'w') as f:
     f.write(markdown(out, workdir))
   plot(out, os.path.join(workdir, 'metric_vs_d.png'))
-  return out
+  return written + ['intrinsic_dim.md', 'metric_vs_d.png']
 
 
 def _fmt(v: Optional[float], digits: str = '.3g') -> str:
@@ -279,7 +301,7 @@ def plot(out: dict, path: str) -> None:
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  report.save_png(fig, path)
   plt.close(fig)
 
 

@@ -4,7 +4,9 @@
   python -m benchmarks.report --workdir=benchmarks/results/digits_mlp \
       --workdir=benchmarks/results/pysource_lm --readme      # also rewrites README's sweeps section
 
-Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir:
+Reads `<workdir>/sweep.json` and every cell's files (from its directory, else from the packed
+cells.jsonl / curves.jsonl: benchmarks.results_store), packs the cell directories when there are
+any, and writes into the workdir:
 - `report.md`: one row per grid entry (method, budget): upload ×, download ×, overall × (relative
   to uncompressed training on the same cohorts, mean over seeds), the metric at the last round
   (mean ± sample standard deviation over the seeds that finished), the reference number and its
@@ -17,6 +19,8 @@ Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir
 - `metric_vs_rounds.png`, `metric_vs_bytes.png`: the metric at evaluation rounds against the round
   and against cumulative bytes (both ways, all clients; log x), one panel per method, one line per
   budget (mean over seeds), uncompressed in grey in every panel.
+A workdir of benchmarks.intrinsic_dim gets its intrinsic_dim.md and metric_vs_d.png rewritten from
+its intrinsic_dim.json instead. PNGs are written with at most 256 colours.
 """
 import json
 import math
@@ -27,6 +31,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from benchmarks import common
+from benchmarks import results_store
 
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
@@ -63,10 +68,11 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
-  """(sweep.json, one record per cell: its definition plus status, summary, error, metrics path).
+  """(sweep.json, one record per cell: its definition plus status, summary, error, workdir).
 
-  The status comes from the cell's own files: 'finished' | 'diverged' (summary.json), 'failed'
-  (error.json), 'skipped' (method not registered when the sweep ran), else 'pending'.
+  The status comes from the cell's own files (results_store.read_cell: its directory, else its
+  packed line): 'finished' | 'diverged' (summary.json), 'failed' (error.json), 'skipped' (method
+  not registered when the sweep ran), else 'pending'.
   """
   index = read_json(os.path.join(workdir, 'sweep.json'))
   if index is None:
@@ -74,11 +80,10 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
                      'sweep.json (written by python -m benchmarks.sweep)')
   records = []
   for cell in index['cells']:
-    d = os.path.join(workdir, cell['name'])
-    summary = read_json(os.path.join(d, 'summary.json'))
-    error = read_json(os.path.join(d, 'error.json'))
+    summary = results_store.read_cell(workdir, cell['name'], 'summary')
+    error = results_store.read_cell(workdir, cell['name'], 'error')
     rec = {k: cell[k] for k in ('name', 'method', 'budget', 'seed', 'entry')}
-    rec.update(summary=None, error=None, metrics_path=os.path.join(d, 'metrics.jsonl'))
+    rec.update(summary=None, error=None, workdir=workdir)
     if summary is not None and summary.get('status') in ('finished', 'diverged'):
       rec.update(status=summary['status'], summary=summary)
     elif error is not None:
@@ -233,6 +238,17 @@ def markdown_table(rows: Sequence[dict]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Plots
 
+def save_png(fig, path: str) -> None:
+  """Saves `fig` as a PNG of at most 256 colours (a plot has few): about a third of RGBA's size."""
+  import io
+  from PIL import Image
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png')
+  buf.seek(0)
+  with Image.open(buf) as image:
+    image.convert('RGB').quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def _pyplot():
   import matplotlib
   matplotlib.use('Agg')
@@ -302,7 +318,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(fontsize=8, loc='best', ncol=2)
   fig.tight_layout()
-  fig.savefig(path)
+  save_png(fig, path)
   plt.close(fig)
 
 
@@ -313,7 +329,7 @@ def _curves(records: Sequence[dict], metric: str, x_key: str) -> dict:
   for rec in records:
     if rec['status'] != 'finished':
       continue
-    lines = [l for l in read_metrics(rec['metrics_path']) if metric in l]
+    lines = [l for l in results_store.read_metrics(rec['workdir'], rec['name']) if metric in l]
     if lines:
       groups.setdefault(rec['entry'], []).append(lines)
   for entry, runs in groups.items():
@@ -361,7 +377,7 @@ def plot_curves(rows: Sequence[dict], records: Sequence[dict], path: str, x_key:
     ax.set_ylabel(metric, fontsize=8)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path)
+  save_png(fig, path)
   plt.close(fig)
 
 
@@ -397,7 +413,12 @@ def report_markdown(index: dict, rows: Sequence[dict], workdir: str) -> str:
 
 
 def write_report(workdir: str, references: str = REFERENCES) -> dict:
-  """Writes report.md, report.json and the three PNGs into workdir; returns {name: path}."""
+  """Writes report.md, report.json and the three PNGs into workdir; returns {name: path}.
+
+  Packs the cell directories first when there are any (results_store.pack).
+  """
+  if results_store.cell_dirs(workdir):
+    results_store.pack(workdir)
   index, records = load_sweep(workdir)
   rows = aggregate(index, records, load_references(references))
   name = index['name']
@@ -425,8 +446,14 @@ def readme_section(workdirs: Sequence[str]) -> str:
            'summary.json) and resumes where it stopped: a cell counts as done once its '
            'summary.json is written (atomically), a diverged cell is recorded with its round, a '
            'failing one with its error, and the sweep goes on. `python -m benchmarks.report '
-           '--workdir=results/<name>` writes the table and plots; reference numbers, each with '
-           'its source, go in `reference_numbers.json` (shipped empty). '
+           '--workdir=results/<name>` packs the cell directories into `cells.jsonl` (one line '
+           'per cell: its definition, config and summary), `curves.jsonl` (one line per cell: '
+           'its per-round columns) and `shared.json` (bulk that summaries share, such as '
+           'pysource\'s module list, once, by sha256), then writes the table and plots. Those '
+           'files, sweep.json and the report are what is committed (the cell directories are '
+           'git-ignored): the report regenerates from them alone, and a sweep resumed on a fresh '
+           'clone counts the packed finished cells as done (`results_store.py`). Reference '
+           'numbers, each with its source, go in `reference_numbers.json` (shipped empty). '
            '`python -m benchmarks.intrinsic_dim` finds a task\'s intrinsic dimension. Paper-scale '
            'sweeps (`paper_table_cifar`, `paper_table_sst2`, `paper_table_personachat`) need a '
            'GPU and prepared data and were not run here.', '']
@@ -447,7 +474,8 @@ def main(argv):
   f = flags.FLAGS
   for workdir in f.workdir:
     if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
-      print(f'{workdir}: written by benchmarks.intrinsic_dim (intrinsic_dim.md), left as it is')
+      from benchmarks import intrinsic_dim
+      print(f'{workdir}: ' + ', '.join(intrinsic_dim.write_outputs(workdir)))
       continue
     try:
       paths = write_report(workdir, f.references)

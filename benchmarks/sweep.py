@@ -31,6 +31,9 @@ stops naming the cell and the differing fields, unless `--stale=rerun` (recomput
 Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status; rewritten
 atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
 load average when it started), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
+`--pack` packs the cell directories into cells.jsonl / curves.jsonl / shared.json, what is committed
+(benchmarks.results_store); a cell without a directory is read from there, so a sweep resumed on a
+fresh clone counts the packed done cells as done.
 """
 import importlib.util
 import json
@@ -44,6 +47,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import ml_collections
 
 from benchmarks import common
+from benchmarks import results_store
 
 DONE = ('finished', 'diverged')
 STALE_POLICIES = ('error', 'rerun', 'keep')
@@ -210,12 +214,11 @@ def _config_diff(old: Any, new: Any, prefix: str = '') -> list[str]:
 
 def cell_state(workdir: str, cell: Cell) -> dict:
   """{'status': 'finished'|'diverged'|'failed'|'pending', ...} from the files of `cell`."""
-  d = os.path.join(workdir, cell.name)
-  summary = _read_json(os.path.join(d, 'summary.json'))
+  summary = results_store.read_cell(workdir, cell.name, 'summary')
   if summary is not None and summary.get('status') in DONE:
     return {'status': summary['status'], 'diverged_round': summary.get('diverged_round'),
             'time_total_s': summary.get('time_total_s')}
-  error = _read_json(os.path.join(d, 'error.json'))
+  error = results_store.read_cell(workdir, cell.name, 'error')
   if error is not None:
     return {'status': 'failed', 'error': f'{error.get("type")}: {error.get("message")}'}
   return {'status': 'pending'}
@@ -291,7 +294,7 @@ def _what_is_run(config: dict) -> dict:
 
 def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
   """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
-  old = _what_is_run(_read_json(os.path.join(workdir, cell.name, 'config.json')) or {})
+  old = _what_is_run(results_store.read_cell(workdir, cell.name, 'config') or {})
   new = _what_is_run(_jsonable(cell_config(sweep, cell).to_dict()))
   if old == new:
     return False
@@ -388,6 +391,14 @@ def main(argv):
   f = flags.FLAGS
   sweep = _SWEEP.value
   workdir = f.workdir or default_workdir(sweep)
+  if f.pack:
+    try:
+      counts = results_store.pack(workdir)
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    print(f'{workdir}: ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
+    return
   if f.list or f.dry_run:
     from fedjax_intrinsic import config as config_lib
     cells = [c for c in expand(sweep) if f.only is None or re.search(f.only, c.name)]
@@ -423,4 +434,6 @@ if __name__ == '__main__':
                     '(error), recompute it (rerun) or keep its result (keep).')
   flags.DEFINE_bool('list', False, 'List the cells and their status, run nothing.')
   flags.DEFINE_bool('dry_run', False, 'Build and validate every cell config, run nothing.')
+  flags.DEFINE_bool('pack', False, 'Pack the cell directories into cells.jsonl, curves.jsonl and '
+                    'shared.json (what is committed), run nothing.')
   app.run(main)
