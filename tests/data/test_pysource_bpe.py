@@ -80,7 +80,7 @@ def test_pysource_smollm2_config_validates():
     config_lib.validate(c)
     config_lib.check_resources(c)         # the GGUF preset resolves for data and model
   c = pysource_smollm2.get_config()
-  assert (c.method.name, c.method.d) == ('intrinsic_static', 2**18)
+  assert (c.method.name, c.method.d, c.method.projection) == ('intrinsic_static', 2**18, 'sparse')
   assert c.data.tokenizer == c.model.checkpoint == 'smollm2_135m'
   c.model.checkpoint = '/nope.gguf'
   with pytest.raises(config_lib.ConfigError, match=r"^model.checkpoint='/nope.gguf'"):
