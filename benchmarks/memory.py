@@ -29,6 +29,10 @@ a ≈ a0 + α·4D and b − act ≈ β·4D (α, β: how many D-sized float32 buf
 and per client of a chunk). `max_chunk` = the largest chunk whose predicted peak fits
 `device_memory_gib` (a prediction from the formula, never a measurement on that device).
 
+Preset `smollm2`: the same round for SmolLM2-135M's Llama shape (`models.get('llama', ...)`,
+random init; D = 134,515,008, 4 x 64 tokens per client), and `formula_check`: the formula fitted
+on a saved run (`formula_from`, the GPT-2 ladder's memory_cpu.json) predicting its peaks.
+
 Output: `benchmarks/results/memory_<backend>.json` (`_<preset>` appended for presets other than
 full) and, for the full preset, the `memory` section of `benchmarks/README.md`.
 """
