@@ -192,7 +192,11 @@ def check_resources(config: ml_collections.ConfigDict) -> None:
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
     if config.model.get('checkpoint') is not None:    # pretrained weights from a local file
-      hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+      if config.model.name == 'llama':                 # a .gguf file or a preset name
+        from fedjax_intrinsic.models import gguf_checkpoint
+        gguf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+      else:
+        hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
   except ValueError as e:
     raise ConfigError(str(e)) from None
 

@@ -2,7 +2,8 @@
 
 Data sets (real data only; see each module's docstring for splits, partitions and options):
 - `digits` (offline): scikit-learn's handwritten digits, 100 FetchSGD-style shard clients.
-- `pysource` (offline): next-byte language modelling, one client per stdlib module file.
+- `pysource` (offline): next-byte (or, with `tokenizer`, next-BPE-token) language modelling, one
+  client per stdlib module file (text plumbing shared by text sources: data/lm_text.py).
 - `personachat`: GPT-2-tokenised PersonaChat, one client per personality (a local JSON file).
 - `sst2`: GLUE SST-2 via TFDS (`glue/sst2`), BERT WordPiece ids, Dirichlet label-skewed clients.
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
