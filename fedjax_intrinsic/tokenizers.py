@@ -313,9 +313,15 @@ def bert(vocab_file: str, do_lower_case: bool = True) -> Tokenizer:
   if missing:
     raise ValueError(f'vocab_file={vocab_file!r} lacks {", ".join(missing)}; allowed: a BERT '
                      'vocab.txt (one token per line, with [PAD], [UNK], [CLS], [SEP])')
+  pieces_of = {}                                 # word -> its pieces (a pure function: cached)
+
+  def pieces(word: str) -> list:
+    if word not in pieces_of:
+      pieces_of[word] = [word] if word in BERT_SPECIAL else wordpiece(word, vocab)
+    return pieces_of[word]
+
   def tokenize(text: str) -> list:
-    return [p for w in bert_basic_tokenize(text, do_lower_case)
-            for p in ([w] if w in BERT_SPECIAL else wordpiece(w, vocab))]
+    return [p for w in bert_basic_tokenize(text, do_lower_case) for p in pieces(w)]
 
   def encode(text: str) -> list:
     return [vocab[t] for t in tokenize(text)]

