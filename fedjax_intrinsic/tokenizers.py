@@ -15,7 +15,8 @@ vocabularies with hand-derived encodings; not run here on the real 50,257 / 30,5
   first. `encode` never treats `<|endoftext|>` in the text specially: append
   `special_ids['eos']` yourself.
 - `bert(vocab_file, do_lower_case=True)`: BERT's WordPiece. `vocab.txt` holds one token per line
-  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters, whitespace ->
+  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters (Unicode Cc, Cf,
+  Co, Cs; unassigned code points are kept, as in Hugging Face `tokenizers`), whitespace ->
   space, spaces around CJK ideographs, split on whitespace; lower-case and strip accents (NFD,
   drop Mn) when do_lower_case; split off every punctuation character; [UNK], [SEP], [PAD], [CLS],
   [MASK] are never split), then greedy longest-match-first WordPiece with `##` continuations; a word
@@ -231,7 +232,9 @@ def gpt2(vocab_file: str, merges_file: str) -> Tokenizer:
 
 
 def _is_control(c: str) -> bool:
-  return c not in '\t\n\r' and unicodedata.category(c).startswith('C')
+  # Cc, Cf, Co, Cs; unassigned code points (Cn) are kept (they become [UNK]), as Hugging Face's
+  # `tokenizers` does (Google's reference and HF's slow tokenizer drop every C* category).
+  return c not in '\t\n\r' and unicodedata.category(c) in ('Cc', 'Cf', 'Co', 'Cs')
 
 
 def _is_whitespace(c: str) -> bool:
