@@ -15,7 +15,7 @@ SWEEPS = sorted(os.path.relpath(p, ROOT)
 # Offline sweeps and the paper's tables list every registered method.
 ALL_METHODS_SWEEPS = ('configs/sweeps/digits_mlp.py', 'configs/sweeps/pysource_lm.py',
                       'configs/sweeps/paper_table_cifar.py', 'configs/sweeps/paper_table_sst2.py',
-                      'configs/sweeps/paper_table_personachat.py')
+                      'configs/sweeps/paper_table_personachat.py', 'configs/sweeps/tweets_minilm.py')
 
 
 def test_configs_are_found():

@@ -73,3 +73,36 @@ def test_encoder_on_real_weights_matches_flax_bert_model(texts, ours):
   w = p0['encoder']['layer_0']['attention']['self']['query']['kernel']
   assert abs(float(jnp.std(w)) - bert.INIT_STD) < 1e-3        # random init, not the checkpoint
   np.testing.assert_allclose(p0['classifier']['kernel'], head['kernel'], atol=1e-7)  # same draw
+
+
+def _config_module():
+  spec = importlib.util.spec_from_file_location(
+      'tweets_minilm', __file__.rsplit('/tests/', 1)[0] + '/configs/tweets_minilm.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _short_run(tmp_path, client_lr):
+  """configs/tweets_minilm.py's protocol (uncompressed: one client gradient, server Adam), shrunk:
+  16 tokens, 8 rounds of 5 clients x 16 tweets, a 5% test split."""
+  from fedjax_intrinsic import experiment
+  c = _config_module().get_config('method=uncompressed,rounds=8,clients_per_round=5')
+  c.data.update({'seq_len': 16, 'num_clients': 20, 'examples_per_client': 16,
+                 'test_fraction': 0.05, 'validation_fraction': 0.01})
+  c.client.update({'lr': client_lr, 'batch_size': 16})
+  c.server.lr = LEARNING_TEST_SERVER_LR
+  c.eval_every = 8
+  return experiment.run(c, str(tmp_path / f'lr{client_lr}'))
+
+
+LEARNING_TEST_SERVER_LR = 1e-3
+
+
+def test_short_fine_tuning_learns_and_its_control_does_not(tmp_path):
+  run = _short_run(tmp_path, 1.0)
+  majority = run['data']['test_majority_rate']
+  assert 0.69 < majority < 0.71
+  assert run['final']['test_accuracy'] > majority + 0.08, run['final']
+  control = _short_run(tmp_path, 0.0)                 # rate 0: the pretrained encoder, random head
+  assert control['final']['test_accuracy'] < majority + 0.02, control['final']
