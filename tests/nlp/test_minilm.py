@@ -85,18 +85,19 @@ def _config_module():
 
 def _short_run(tmp_path, client_lr):
   """configs/tweets_minilm.py's protocol (uncompressed: one client gradient, server Adam), shrunk:
-  16 tokens, 8 rounds of 5 clients x 16 tweets, a 5% test split."""
+  16 tokens, 16 rounds of 5 clients x 16 tweets, server Adam at 3e-4, a 5% test split. Measured
+  (seed 0): test accuracy 0.74 after 8 rounds, 0.79 after 12, 0.80 after 16 (majority 0.70)."""
   from fedjax_intrinsic import experiment
-  c = _config_module().get_config('method=uncompressed,rounds=8,clients_per_round=5')
+  c = _config_module().get_config('method=uncompressed,rounds=16,clients_per_round=5')
   c.data.update({'seq_len': 16, 'num_clients': 20, 'examples_per_client': 16,
                  'test_fraction': 0.05, 'validation_fraction': 0.01})
   c.client.update({'lr': client_lr, 'batch_size': 16})
   c.server.lr = LEARNING_TEST_SERVER_LR
-  c.eval_every = 8
+  c.eval_every = 16
   return experiment.run(c, str(tmp_path / f'lr{client_lr}'))
 
 
-LEARNING_TEST_SERVER_LR = 1e-3
+LEARNING_TEST_SERVER_LR = 3e-4
 
 
 def test_short_fine_tuning_learns_and_its_control_does_not(tmp_path):
