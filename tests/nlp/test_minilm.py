@@ -83,7 +83,7 @@ def _config_module():
   return module
 
 
-def _short_run(tmp_path, client_lr):
+def _short_run(tmp_path, server_lr):
   """configs/tweets_minilm.py's protocol (uncompressed: one client gradient, server Adam), shrunk:
   16 tokens, 16 rounds of 5 clients x 16 tweets, server Adam at 3e-4, a 5% test split. Measured
   (seed 0): test accuracy 0.74 after 8 rounds, 0.79 after 12, 0.80 after 16 (majority 0.70)."""
@@ -91,19 +91,19 @@ def _short_run(tmp_path, client_lr):
   c = _config_module().get_config('method=uncompressed,rounds=16,clients_per_round=5')
   c.data.update({'seq_len': 16, 'num_clients': 20, 'examples_per_client': 16,
                  'test_fraction': 0.05, 'validation_fraction': 0.01})
-  c.client.update({'lr': client_lr, 'batch_size': 16})
-  c.server.lr = LEARNING_TEST_SERVER_LR
+  c.client.batch_size = 16
+  c.server.lr = server_lr
   c.eval_every = 16
-  return experiment.run(c, str(tmp_path / f'lr{client_lr}'))
+  return experiment.run(c, str(tmp_path / f'lr{server_lr}'))
 
 
 LEARNING_TEST_SERVER_LR = 3e-4
 
 
 def test_short_fine_tuning_learns_and_its_control_does_not(tmp_path):
-  run = _short_run(tmp_path, 1.0)
+  run = _short_run(tmp_path, LEARNING_TEST_SERVER_LR)
   majority = run['data']['test_majority_rate']
   assert 0.69 < majority < 0.71
   assert run['final']['test_accuracy'] > majority + 0.08, run['final']
-  control = _short_run(tmp_path, 0.0)                 # rate 0: the pretrained encoder, random head
+  control = _short_run(tmp_path, 0.0)       # server rate 0: the pretrained encoder, random head
   assert control['final']['test_accuracy'] < majority + 0.02, control['final']
