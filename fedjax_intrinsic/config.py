@@ -188,10 +188,12 @@ def check_resources(config: ml_collections.ConfigDict) -> None:
   Runs after `validate` and before any data is loaded or anything is compiled.
   """
   from fedjax_intrinsic import data
-  from fedjax_intrinsic.models import hf_checkpoint
+  from fedjax_intrinsic.models import bert, hf_checkpoint
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
-    if config.model.get('checkpoint') is not None:    # pretrained weights from a local file
+    if config.model.name == 'minilm_l6' and not config.model.get('checkpoint'):
+      bert.minilm_file('model.safetensors')          # the installed package's checkpoint
+    elif config.model.get('checkpoint') is not None:  # pretrained weights from a local file
       if config.model.name == 'llama':                 # a .gguf file or a preset name
         from fedjax_intrinsic.models import gguf_checkpoint
         gguf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')

