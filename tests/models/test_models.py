@@ -229,4 +229,6 @@ def test_options_lists_defaults():
   assert models.options('mlp') == {'hidden': (128,)}
   assert models.options('logreg') == {}
   assert set(models.MODELS) == {'logreg', 'mlp', 'cnn', 'resnet9', 'transformer_lm', 'gpt2',
-                                'bert_classifier', 'llama'}
+                                'bert_classifier', 'llama', 'minilm_l6', 'minilm_l6_scratch'}
+  assert models.options('minilm_l6') == {'checkpoint': ''}
+  assert models.options('minilm_l6_scratch') == {}
