@@ -162,11 +162,13 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
     recs = sorted(groups[entry], key=lambda r: r['seed'])
     finished = [r for r in recs if r['status'] == 'finished']
     done = [r for r in recs if r['status'] in ('finished', 'diverged')]
-    values = [r['summary']['final'][metric] for r in finished if metric in r['summary']['final']]
+    values = [r['summary']['final'][metric] for r in finished
+              if r['summary']['final'].get(metric) is not None]   # null: non-finite (strict JSON)
     mean, std = _mean_std(values)
     ratios = {}
     for key in ('upload_compression', 'download_compression', 'overall_compression'):
-      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished])[0]
+      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished
+                               if r['summary']['final'].get(key) is not None])[0]
     wall = _mean_std([r['summary']['time_total_s'] for r in done])[0]
     notes = []
     for r in recs:
@@ -313,7 +315,7 @@ def _curves(records: Sequence[dict], metric: str, x_key: str) -> dict:
   for rec in records:
     if rec['status'] != 'finished':
       continue
-    lines = [l for l in read_metrics(rec['metrics_path']) if metric in l]
+    lines = [l for l in read_metrics(rec['metrics_path']) if l.get(metric) is not None]
     if lines:
       groups.setdefault(rec['entry'], []).append(lines)
   for entry, runs in groups.items():
