@@ -445,8 +445,19 @@ def readme_section(workdirs: Sequence[str]) -> str:
 
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   f = flags.FLAGS
+  for workdir in f.workdir:     # every input checked before anything is written
+    if not os.path.isdir(workdir) or not (os.path.exists(os.path.join(workdir, 'sweep.json')) or
+                                          os.path.exists(os.path.join(workdir, 'intrinsic_dim.json'))):
+      cli.refuse(f'--workdir={workdir!r} is invalid; allowed: a sweep directory with sweep.json '
+                 '(written by python -m benchmarks.sweep)')
+  try:
+    load_references(f.references)
+  except ValueError as e:
+    cli.refuse(e)
   for workdir in f.workdir:
     if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
       print(f'{workdir}: written by benchmarks.intrinsic_dim (intrinsic_dim.md), left as it is')
@@ -454,8 +465,7 @@ def main(argv):
     try:
       paths = write_report(workdir, f.references)
     except ValueError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
+      cli.refuse(e)
     print(f'{workdir}: ' + ', '.join(os.path.basename(p) for p in paths.values()))
   if f.readme:
     common.update_readme_section('sweeps', readme_section(f.workdir))
@@ -464,10 +474,11 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags
+  from fedjax_intrinsic import cli
   flags.DEFINE_multi_string('workdir', None, 'Sweep directory (repeat for several).')
   flags.mark_flag_as_required('workdir')
   flags.DEFINE_string('references', REFERENCES, 'Reference numbers (JSON, every number with its '
                       'source).')
   flags.DEFINE_bool('readme', False, 'Also rewrite the sweeps section of benchmarks/README.md '
                     'from the given workdirs.')
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))
