@@ -295,12 +295,15 @@ def _finite(obj: Any) -> Any:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+  """Writes ``obj`` as strict, indented JSON (non-finite numbers as null), atomically (temporary
+  file, fsynced, then rename)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w') as f:
     json.dump(_finite(obj), f, indent=1, allow_nan=False)
     f.write('\n')
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
 
 

@@ -15,7 +15,8 @@ a number are ConfigErrors; data and model options the loader or model accepts ma
   3. the data options against the data set's metadata (partition, alpha, client counts);
   4. the model: its options, then D from `jax.eval_shape` of its init (traced, never compiled),
      when the data set's example shape is known from metadata (`data_spec`);
-  5. the method's size rules that need D (d <= D, k <= D, feedback with k = D, ...);
+  5. the method's size rules that need D (d <= D, k <= D, feedback with k = D, ...), and the
+     host batches (evaluation, a round's training) against this machine's memory;
   6. devices (`simulation.num_devices` against the devices JAX sees);
   7. the workdir (not a file, writable).
 A data set whose example shape is not known before loading gets steps 4-5 after loading, from the
@@ -378,6 +379,31 @@ def check_sizes(config, param_shapes) -> int:
   return D
 
 
+def check_memory(config, input_shape, memory_fraction: float = 0.25) -> None:
+  """Batches the run would allocate on the host, from the example shape alone (4 bytes a number):
+  an evaluation batch (padded to eval_batch_size), and a round's training batches
+  (clients_per_round x local_steps x client.batch_size, at least one example a step); refused when one
+  exceeds `memory_fraction` of this machine's memory."""
+  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  per_example = 4 * math.prod(input_shape)
+  budget = memory_fraction * total
+  c = config.client
+  if config.eval_batch_size * per_example > budget:
+    raise ConfigError(f'eval_batch_size={config.eval_batch_size} is invalid; allowed: at most '
+                      f'{int(budget // per_example):,} (a padded batch of {per_example} bytes an '
+                      f'example within {memory_fraction:.0%} of this machine\'s '
+                      f'{total / 2**30:.1f} GiB)')
+  if c.local_steps:      # batch_size 0 (the client's whole data): at least one example a step
+    need = config.clients_per_round * c.local_steps * max(c.batch_size, 1) * per_example
+    if need > budget:
+      field = 'client.batch_size' if c.batch_size > c.local_steps else 'client.local_steps'
+      raise ConfigError(
+          f'{field}={c[field.split(".")[1]]} is invalid with client.batch_size={c.batch_size}, '
+          f'client.local_steps={c.local_steps}, clients_per_round={config.clients_per_round}: a '
+          f'round\'s batches take at least {need / 2**30:.1f} GiB; allowed: a product within '
+          f'{memory_fraction:.0%} of this machine\'s {total / 2**30:.1f} GiB')
+
+
 def check_devices(config) -> None:
   """simulation.num_devices / model_devices against the devices JAX sees (starts no computation)."""
   from fedjax_intrinsic import sharding
@@ -412,6 +438,7 @@ def check(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> F
   check_data_options(config, spec[2] if spec else None)
   num_params = shapes = None
   if spec is not None:
+    check_memory(config, spec[0])
     _, shapes = model_shapes(config, spec[0], spec[1])
     num_params = check_sizes(config, shapes)
   check_devices(config)

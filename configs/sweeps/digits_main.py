@@ -1,6 +1,7 @@
 """The project's first run: the main methods side by side on federated digits (offline), one seed.
 
   python -m benchmarks.main_job          # runs this sweep, prints the table, writes the Pareto plot
+  python -m benchmarks.sweep --config=configs/sweeps/digits_main.py     # the sweep alone
 
 The protocol of configs/digits_cnn.py with its MLP (64-128-10, D = 9,610; 100 shard clients, 10
 per round, 200 rounds, one gradient step per client and server SGD; FedAvg: one local epoch, batch

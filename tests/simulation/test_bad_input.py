@@ -143,6 +143,10 @@ CASES = [
     ('k_above_D_true_topk', [f'--config={CNN}:method=true_topk,k=60000'], 'method.k'),
     ('k_above_D_fetchsgd', [f'--config={CNN}:method=fetchsgd,k=60000,cols=70000'], 'method.k'),
     ('rank_compresses_nothing', [f'--config={CNN}:method=powersgd,rank=1000'], 'method.rank'),
+    ('eval_batch_too_big', [f'--config.eval_batch_size={10**12}'], 'eval_batch_size'),
+    ('train_batches_too_big', ['--config.client.batch_size=100000000',
+                               '--config.client.local_steps=1000'], 'client.batch_size'),
+    ('local_steps_too_many', [f'--config.client.local_steps={10**12}'], 'client.local_steps'),
     # Data, from metadata.
     ('partition_unknown', ['--config.data.partition=nope'], 'data.partition'),
     ('dirichlet_alpha_zero', ['--config.data.partition=dirichlet', '--config.data.alpha=0'],
@@ -363,3 +367,27 @@ def test_strict_and_write_json(tmp_path):
   workdir_lib.write_json(path, obj)
   assert _strict(path) == {'a': None, 'b': [None, 1.5, 2.0], 'c': 3, 'd': [1, 2], 'e': None}
   assert os.listdir(tmp_path) == ['x.json']     # no temporary file left
+
+
+@pytest.mark.parametrize('module,args,field', [
+    ('benchmarks.report', ['--workdir={tmp}/nope'], '--workdir'),
+    ('benchmarks.intrinsic_dim', ['--fraction=2', '--workdir={tmp}/w'], '--fraction'),
+    ('benchmarks.main_job', ['--config.seeds=0,-1', '--workdir={tmp}/w'], 'seeds'),
+])
+def test_benchmark_command_lines(module, args, field, tmp_path):
+  out = _cli(*[a.format(tmp=tmp_path) for a in args], module=module)
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 1 and field in lines[0], out.stderr
+
+
+def test_sweep_exit_code_counts_failed_cells_not_diverged_ones(tmp_path):
+  import ml_collections
+  from benchmarks import sweep as sweep_lib
+  s = ml_collections.ConfigDict({
+      'name': 'codes', 'experiment': CNN, 'experiment_arg': 'model=logreg,rounds=2',
+      'grid': ('method=uncompressed',), 'seeds': (0,), 'overrides': ('server.lr=1e38',),
+      'metric': 'test_accuracy', 'reference': ''})
+  states = sweep_lib.run_sweep(s, str(tmp_path), log=lambda line: None)
+  assert [v['status'] for v in states.values()] == ['diverged']
+  assert sweep_lib.exit_code(states) == 0
+  assert sweep_lib.exit_code({**states, 'x': {'status': 'failed', 'error': 'E: boom'}}) == 1
