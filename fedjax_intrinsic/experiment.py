@@ -334,7 +334,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _run_locked(config, workdir, progress, facts, t_start, primary) -> dict:
-  exp = Experiment(config, facts)
+  del facts      # Experiment checks again (pure and cheap), so subclasses keep Experiment(config)
+  exp = Experiment(config)
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm
