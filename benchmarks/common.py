@@ -317,12 +317,15 @@ def json_text(obj: Any, width: int = 100) -> str:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as ``json_text(obj)``, atomically (temporary file, then rename)."""
+  """Writes ``obj`` as ``json_text(obj)`` (strict: non-finite numbers as null), atomically
+  (temporary file, fsynced, then rename)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   text = json_text(obj)
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w') as f:
     f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
 
 

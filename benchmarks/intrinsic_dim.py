@@ -305,27 +305,74 @@ def plot(out: dict, path: str) -> None:
   plt.close(fig)
 
 
+def check_inputs(experiment: str, arg: str, workdir: str, *, name: str, metric: str,
+                 fraction: float, method: str, d_start: int, d_max: int, resolution: float,
+                 seeds: str, overrides: Sequence[str]) -> tuple[int, ...]:
+  """Every flag and the cells they imply (the baseline, the first and the largest probe) through
+  `preflight.check` before anything runs; returns the seeds. Raises ConfigError (one line)."""
+  from fedjax_intrinsic import config as config_lib, workdir as workdir_lib
+  bad = lambda flag, value, allowed: config_lib.ConfigError(
+      f'--{flag}={value!r} is invalid; allowed: {allowed}')
+  try:
+    parsed = tuple(int(x, 10) for x in seeds.split(','))
+  except ValueError:
+    raise bad('seeds', seeds, 'comma-separated integers such as 0,1,2') from None
+  if len(set(parsed)) != len(parsed) or any(not 0 <= x <= config_lib.MAX_SEED for x in parsed):
+    raise bad('seeds', seeds, f'distinct integers 0 .. {config_lib.MAX_SEED}')
+  if not math.isfinite(fraction) or not 0 < fraction <= 1:
+    raise bad('fraction', fraction, '0 < fraction <= 1')
+  if not math.isfinite(resolution) or not 0 <= resolution < 1:
+    raise bad('resolution', resolution, '0 <= resolution < 1')
+  if d_start < 1:
+    raise bad('d_start', d_start, 'a positive integer')
+  if d_max and d_max < d_start:
+    raise bad('d_max', d_max, f'0 (= D) or an integer >= --d_start={d_start}')
+  if not re.match(r'^(test|val)_\w+$', metric):
+    raise bad('metric', metric, 'a test_* or val_* metric, such as test_accuracy or '
+              'test_perplexity')
+  if not sweep_lib._NAME.match(name):
+    raise bad('name', name, 'letters, digits and _.+=- (a directory name)')
+  for item in overrides:
+    if '=' not in item:
+      raise bad('override', item, '"field.path=value"')
+  workdir_lib.check_writable(workdir)
+  finder = Finder(experiment, arg, workdir, name, metric, parsed, overrides)
+  entries = [_entry('uncompressed'), _entry(method, d_start)] + ([_entry(method, d_max)]
+                                                                 if d_max else [])
+  sweep_lib.check_cells(finder.sweep, sweep_lib.expand(
+      ml_collections.ConfigDict({**finder.sweep.to_dict(), 'grid': tuple(entries)})))
+  return parsed
+
+
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli, config as config_lib
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   f = flags.FLAGS
   experiment, _, arg = f.config.partition(':')
   workdir = f.workdir or os.path.join(common.RESULTS_DIR, f.name)
-  seeds = tuple(int(s) for s in f.seeds.split(',') if s.strip())
   command = ' '.join(['python -m benchmarks.intrinsic_dim'] + sys.argv[1:])
+  try:
+    seeds = check_inputs(experiment, arg, workdir, name=f.name, metric=f.metric,
+                         fraction=f.fraction, method=f.method, d_start=f.d_start, d_max=f.d_max,
+                         resolution=f.resolution, seeds=f.seeds, overrides=tuple(f.override or ()))
+  except (config_lib.ConfigError, ValueError) as e:
+    cli.refuse(e)
   try:
     out = find(experiment, arg, workdir, name=f.name, metric=f.metric, fraction=f.fraction,
                method=f.method, d_start=f.d_start, d_max=f.d_max or None,
                resolution=f.resolution, seeds=seeds, overrides=tuple(f.override or ()),
                log=lambda s: print(s, file=sys.stderr, flush=True), command=command)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  except config_lib.ConfigError as e:
+    cli.refuse(e)
   print(markdown(out, workdir))
 
 
 if __name__ == '__main__':
   from absl import app, flags
+  from fedjax_intrinsic import cli
   flags.DEFINE_string('config', 'configs/digits_cnn.py:model=mlp',
                       'Experiment config file and its argument (path:key=value,...).')
   flags.DEFINE_string('name', 'digits_mlp_intrinsic_dim', 'Result name (workdir default: '
@@ -339,4 +386,4 @@ if __name__ == '__main__':
   flags.DEFINE_float('resolution', 0.05, 'Stop bisecting at interval width <= resolution x d.')
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated seeds; a probe takes their mean.')
   flags.DEFINE_multi_string('override', None, 'field.path=value set on every cell (repeatable).')
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

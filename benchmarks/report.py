@@ -167,11 +167,13 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
     recs = sorted(groups[entry], key=lambda r: r['seed'])
     finished = [r for r in recs if r['status'] == 'finished']
     done = [r for r in recs if r['status'] in ('finished', 'diverged')]
-    values = [r['summary']['final'][metric] for r in finished if metric in r['summary']['final']]
+    values = [r['summary']['final'][metric] for r in finished
+              if r['summary']['final'].get(metric) is not None]   # null: non-finite (strict JSON)
     mean, std = _mean_std(values)
     ratios = {}
     for key in ('upload_compression', 'download_compression', 'overall_compression'):
-      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished])[0]
+      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished
+                               if r['summary']['final'].get(key) is not None])[0]
     wall = _mean_std([r['summary']['time_total_s'] for r in done])[0]
     notes = []
     for r in recs:
@@ -329,7 +331,8 @@ def _curves(records: Sequence[dict], metric: str, x_key: str) -> dict:
   for rec in records:
     if rec['status'] != 'finished':
       continue
-    lines = [l for l in results_store.read_metrics(rec['workdir'], rec['name']) if metric in l]
+    lines = [l for l in results_store.read_metrics(rec['workdir'], rec['name'])
+             if l.get(metric) is not None]
     if lines:
       groups.setdefault(rec['entry'], []).append(lines)
   for entry, runs in groups.items():
@@ -470,8 +473,19 @@ def readme_section(workdirs: Sequence[str]) -> str:
 
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   f = flags.FLAGS
+  for workdir in f.workdir:     # every input checked before anything is written
+    if not os.path.isdir(workdir) or not (os.path.exists(os.path.join(workdir, 'sweep.json')) or
+                                          os.path.exists(os.path.join(workdir, 'intrinsic_dim.json'))):
+      cli.refuse(f'--workdir={workdir!r} is invalid; allowed: a sweep directory with sweep.json '
+                 '(written by python -m benchmarks.sweep)')
+  try:
+    load_references(f.references)
+  except ValueError as e:
+    cli.refuse(e)
   for workdir in f.workdir:
     if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
       from benchmarks import intrinsic_dim
@@ -480,8 +494,7 @@ def main(argv):
     try:
       paths = write_report(workdir, f.references)
     except ValueError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
+      cli.refuse(e)
     print(f'{workdir}: ' + ', '.join(os.path.basename(p) for p in paths.values()))
   if f.readme:
     common.update_readme_section('sweeps', readme_section(f.workdir))
@@ -490,10 +503,11 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags
+  from fedjax_intrinsic import cli
   flags.DEFINE_multi_string('workdir', None, 'Sweep directory (repeat for several).')
   flags.mark_flag_as_required('workdir')
   flags.DEFINE_string('references', REFERENCES, 'Reference numbers (JSON, every number with its '
                       'source).')
   flags.DEFINE_bool('readme', False, 'Also rewrite the sweeps section of benchmarks/README.md '
                     'from the given workdirs.')
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))
