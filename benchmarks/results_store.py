@@ -154,9 +154,13 @@ def pack_curve(name: str, lines: list) -> dict:
       del rounds[per]
       derived.append(per)
   evals = [line for line in lines if any(k in line for k in some)]
+  # A field absent from an eval line is listed by position, so that a null (a non-finite value
+  # written as strict JSON) reads back as null, not as absent.
+  missing = {k: [j for j, line in enumerate(evals) if k not in line] for k in some}
   return {'name': name, 'rounds': rounds,
           'eval': {'round': [line['round'] for line in evals],
                    **{k: [line.get(k) for line in evals] for k in some}},
+          'eval_missing': {k: v for k, v in missing.items() if v},
           'from_cumulative': derived}
 
 
@@ -168,9 +172,13 @@ def unpack_curve(curve: dict) -> list:
   lines = [{k: v[i] for k, v in rounds.items()} for i in range(len(rounds['round']))]
   at = {r: i for i, r in enumerate(rounds['round'])}
   evals = curve['eval']
+  missing = curve.get('eval_missing')     # absent in curves packed before nulls were kept
   for j, r in enumerate(evals['round']):
     for k, values in evals.items():
-      if k != 'round' and values[j] is not None:
+      if k == 'round':
+        continue
+      absent = values[j] is None if missing is None else j in missing.get(k, ())
+      if not absent:
         lines[at[r]][k] = values[j]
   return lines
 
