@@ -332,35 +332,73 @@ inline uint64_t ModP(uint64_t v) {  // v < 2^63 -> v mod p
   return v >= kP ? v - kP : v;
 }
 
-constexpr size_t kChunk = 1024;
+constexpr size_t kChunk = 1024;  // a multiple of kLanes
+constexpr int kLanes = 8;
+#ifndef FEDJAX_PREFETCH
+#define FEDJAX_PREFETCH 16
+#endif
+constexpr size_t kPrefetch = FEDJAX_PREFETCH;  // scatter: prefetch this many updates ahead
 
-// buckets[k], neg[k] of coordinates i0 .. i0 + n - 1 of one row.
-void RowHashes(const uint32_t* bc, const uint32_t* sc, uint32_t cols, size_t i0, size_t n,
-               uint32_t* buckets, uint32_t* neg) {
-  const uint64_t a = bc[0], b = bc[1];
-  const uint64_t c3 = sc[0], c2 = sc[1], c1 = sc[2], c0 = sc[3];
-  const double inv = 1.0 / static_cast<double>(cols);
-  const bool fast = cols < (uint32_t(1) << 30);
-  for (size_t k = 0; k < n; ++k) {
-    const uint64_t i = i0 + k;
-    uint32_t h = static_cast<uint32_t>(ModP(a * i + b));
-    uint32_t bucket;
-    if (fast) {
-      uint32_t q = static_cast<uint32_t>(static_cast<int32_t>(static_cast<double>(h) * inv));
-      int32_t r = static_cast<int32_t>(h - q * cols);
-      r += (r < 0) ? static_cast<int32_t>(cols) : 0;
-      r -= (r >= static_cast<int32_t>(cols)) ? static_cast<int32_t>(cols) : 0;
-      bucket = static_cast<uint32_t>(r);
-    } else {
-      bucket = h % cols;
-    }
-    buckets[k] = bucket;
-    uint64_t g = ModP(c3 * i + c2);
-    g = ModP(g * i + c1);
-    g = ModP(g * i + c0);
-    neg[k] = static_cast<uint32_t>(g & 1);
-  }
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+inline v8u AddModP(v8u a, v8u b) {  // a, b < p: (a + b) mod p, no overflow (< 2^32)
+  v8u s = a + b;
+  v8u t = s - static_cast<uint32_t>(kP);
+  return s < t ? s : t;  // s >= p: t = s - p < s; s < p: t wraps above s
 }
+
+// The hashes of one row, walked forward from coordinate i0 in lanes of kLanes
+// coordinates (lane l holds i0 + l + kLanes * step). Exact integer arithmetic, the same
+// values as sketch.py's: the bucket hash (a i + b mod p) mod cols is advanced by adding
+// kLanes * a (mod p, and its residue mod cols, minus p mod cols on wrap-around); the sign
+// polynomial g(i) (degree 3 mod p) by forward differences with step kLanes.
+struct RowHasher {
+  v8u h, hm, g, d1, d2, d3;
+  uint32_t step, step_m, p_m, cols;
+
+  static uint64_t Poly(const uint32_t* c, uint64_t i) {
+    uint64_t g = ModP(uint64_t(c[0]) * i + c[1]);
+    g = ModP(g * i + c[2]);
+    return ModP(g * i + c[3]);
+  }
+
+  RowHasher(const uint32_t* bc, const uint32_t* sc, uint32_t cols_, uint64_t i0)
+      : cols(cols_) {
+    const uint64_t a = bc[0], b = bc[1];
+    for (int l = 0; l < kLanes; ++l) {
+      const uint64_t i = i0 + l;
+      const uint32_t hv = static_cast<uint32_t>(ModP(a * i + b));
+      h[l] = hv;
+      hm[l] = hv % cols;
+      const uint64_t g0 = Poly(sc, i), g1 = Poly(sc, i + kLanes);
+      const uint64_t g2 = Poly(sc, i + 2 * kLanes), g3 = Poly(sc, i + 3 * kLanes);
+      g[l] = static_cast<uint32_t>(g0);
+      d1[l] = static_cast<uint32_t>((g1 + kP - g0) % kP);
+      d2[l] = static_cast<uint32_t>((g2 + 2 * kP - 2 * g1 + g0) % kP);
+      d3[l] = static_cast<uint32_t>((g3 + 3 * g1 + 3 * kP - 3 * g2 - g0) % kP);
+    }
+    step = static_cast<uint32_t>(ModP(a * kLanes));
+    step_m = step % cols;
+    p_m = static_cast<uint32_t>(kP % cols);
+  }
+
+  // Writes the current lanes' buckets and sign bits, then advances by kLanes coordinates.
+  inline void Next(uint32_t* buckets, uint32_t* neg) {
+    std::memcpy(buckets, &hm, sizeof(hm));
+    v8u sg = g & 1u;
+    std::memcpy(neg, &sg, sizeof(sg));
+    const v8u s = h + step;  // < 2^32
+    const v8u wrap = s >= static_cast<uint32_t>(kP);  // all-ones where it wrapped
+    h = s - (wrap & static_cast<uint32_t>(kP));
+    v8u m = hm + step_m;  // < 2 cols
+    m = m >= cols ? m - cols : m;
+    const v8u mw = m >= p_m ? m - p_m : m + (cols - p_m);  // (m - p mod cols) mod cols
+    hm = wrap ? mw : m;
+    g = AddModP(g, d1);
+    d1 = AddModP(d1, d2);
+    d2 = AddModP(d2, d3);
+  }
+};
 
 // table[rows, cols] (+)= sketch of x[D]: 'hashed' from coefficients or 'cached' buckets.
 void SketchOne(const float* x, size_t D, size_t rows, uint32_t cols, const uint32_t* bcoef,
@@ -387,11 +425,15 @@ void SketchOne(const float* x, size_t D, size_t rows, uint32_t cols, const uint3
         }
         continue;
       }
+      RowHasher hasher(bcoef + 2 * r, scoef + 4 * r, cols, lo);
       for (size_t i0 = lo; i0 < hi; i0 += kChunk) {
         const size_t n = std::min(kChunk, hi - i0);
-        RowHashes(bcoef + 2 * r, scoef + 4 * r, cols, i0, n, buckets, neg);
+        for (size_t k = 0; k < n; k += kLanes) hasher.Next(buckets + k, neg + k);
         const float* xi = x + i0;
         for (size_t k = 0; k < n; ++k) {
+#ifndef FEDJAX_NO_PREFETCH
+          if (k + kPrefetch < n) __builtin_prefetch(row + buckets[k + kPrefetch], 1, 3);
+#endif
           const float v = xi[k];
           row[buckets[k]] += neg[k] ? -v : v;
         }
