@@ -99,23 +99,37 @@ def _build() -> str:
     if os.path.exists(out):
       return out
     os.makedirs(_cache_dir(), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.so', dir=_cache_dir())
-    os.close(fd)
-    cmd = [cxx, *flags, *_COMMON_FLAGS, '-I', include, SOURCE, '-o', tmp]
-    _state['command'] = ' '.join(cmd)
-    try:
-      r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.SubprocessError) as e:
-      errors.append(f'{cmd_key}: {e}')
-      os.unlink(tmp)
-      continue
-    if r.returncode != 0:
-      errors.append(f'{cmd_key}: exit {r.returncode}: {r.stderr.strip()[-2000:]}')
-      os.unlink(tmp)
-      continue
-    os.replace(tmp, out)  # atomic: concurrent builders (pytest workers) agree
-    return out
+    with open(out + '.lock', 'w') as lock:
+      try:  # one builder at a time (pytest workers); the others then find the library
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX)
+      except (ImportError, OSError):
+        pass
+      if os.path.exists(out):
+        return out
+      err = _compile(cxx, flags, include, out)
+    if err is None:
+      return out
+    errors.append(f'{cmd_key}: {err}')
   raise RuntimeError('; '.join(errors))
+
+
+def _compile(cxx: str, flags: list, include: str, out: str) -> str | None:
+  """Compiles SOURCE into ``out`` (atomically); None on success, else the error."""
+  fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(out))
+  os.close(fd)
+  cmd = [cxx, *flags, *_COMMON_FLAGS, '-I', include, SOURCE, '-o', tmp]
+  _state['command'] = ' '.join(cmd)
+  try:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  except (OSError, subprocess.SubprocessError) as e:
+    os.unlink(tmp)
+    return str(e)
+  if r.returncode != 0:
+    os.unlink(tmp)
+    return f'exit {r.returncode}: {r.stderr.strip()[-2000:]}'
+  os.replace(tmp, out)  # atomic: a reader never sees a partial library
+  return None
 
 
 def _load() -> bool:
