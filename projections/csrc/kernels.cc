@@ -60,6 +60,10 @@ void Parallel(int nt, const std::function<void(int, int)>& fn) {
   for (auto& th : pool) th.join();
 }
 
+// Below this many elements a call runs on one thread (spawning costs more, all the more on
+// a loaded machine).
+constexpr size_t kThreadMin = size_t(1) << 19;
+
 // [lo, hi) of task range n for thread t of nt.
 inline void Share(size_t n, int t, int nt, size_t* lo, size_t* hi) {
   *lo = n * t / nt;
@@ -228,7 +232,7 @@ size_t PanelWidth(size_t R) {
 // y[nvec, L] = x[nvec, L] @ H_L (x and y may be the same buffer).
 void Fwht(const float* x, float* y, size_t nvec, size_t L) {
   const size_t total = nvec * L;
-  int nt = total >= (size_t(1) << 16) ? MaxThreads() : 1;
+  int nt = total >= (kThreadMin) ? MaxThreads() : 1;
   if (L <= kBlock) {
     nt = std::min<size_t>(nt, nvec);
     Parallel(nt, [&](int t, int n_t) {
@@ -275,7 +279,7 @@ void Fwht(const float* x, float* y, size_t nvec, size_t L) {
 void GatherTile(const float* u, const int32_t* perm, float* out, size_t nvec, size_t n,
                 size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
-  const int nt = nvec * L >= (size_t(1) << 16) ? MaxThreads() : 1;
+  const int nt = nvec * L >= (kThreadMin) ? MaxThreads() : 1;
   Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(L, t, n_t, &lo, &hi);
@@ -291,7 +295,7 @@ void GatherTile(const float* u, const int32_t* perm, float* out, size_t nvec, si
 void FoldPerm(const float* u, const int32_t* perm, float* out, size_t nvec, size_t n,
               size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
-  const int nt = nvec * L >= (size_t(1) << 16) ? MaxThreads() : 1;
+  const int nt = nvec * L >= (kThreadMin) ? MaxThreads() : 1;
   if (n == L) {  // perm is a bijection of [0, L): a plain scatter, no collisions
     Parallel(nt, [&](int t, int n_t) {
       size_t lo, hi;
@@ -403,7 +407,7 @@ struct RowHasher {
 // table[rows, cols] (+)= sketch of x[D]: 'hashed' from coefficients or 'cached' buckets.
 void SketchOne(const float* x, size_t D, size_t rows, uint32_t cols, const uint32_t* bcoef,
                const uint32_t* scoef, const int32_t* signed_buckets, float* table) {
-  const int nt = D >= (size_t(1) << 16) ? MaxThreads() : 1;
+  const int nt = D >= (kThreadMin) ? MaxThreads() : 1;
   std::vector<std::vector<float>> priv(nt > 1 ? nt - 1 : 0);
   std::fill(table, table + rows * cols, 0.0f);
   Parallel(nt, [&](int t, int n_t) {

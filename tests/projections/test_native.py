@@ -49,7 +49,7 @@ def test_kernels_build_where_a_compiler_exists():
   assert hadamard.default_wht_method('cpu') == 'native'
 
 
-@pytest.mark.parametrize('L', [1, 2, 4, 8, 16, 64, 1024, 4096, 2**13, 2**15, 2**17])
+@pytest.mark.parametrize('L', [1, 2, 4, 8, 16, 64, 1024, 4096, 2**13, 2**15, 2**17, 2**19])
 def test_native_fwht_is_exact_on_integers(L):
   # Integer inputs keep every partial sum exact in float32 (|sum| <= 8 L < 2^24), so the
   # kernel's result must equal the float64 oracle bit for bit, whatever its blocking.
@@ -86,7 +86,7 @@ def test_native_fwht_autodiff_and_vmap_are_the_transform():
   np.testing.assert_allclose(h, 2 * 8 * np.eye(8), atol=1e-4)
 
 
-@pytest.mark.parametrize('n, L', [(1, 8), (4, 64), (128, 2**16), (2**16, 2**16)])
+@pytest.mark.parametrize('n, L', [(1, 8), (4, 64), (128, 2**19), (2**16, 2**16), (2**19, 2**19)])
 def test_tile_gather_and_perm_fold_against_numpy(n, L):
   key = jax.random.PRNGKey(n)
   perm = jax.random.permutation(key, L).astype(jnp.int32)
@@ -131,11 +131,11 @@ def _py_sketch(state, x, cols):
   return table
 
 
-@pytest.mark.parametrize('D, rows, cols', [(1000, 5, 37), (70001, 3, 500), (5, 1, 1),
-                                           (70000, 1, 2**20 + 3)])
+@pytest.mark.parametrize('D, rows, cols', [(1000, 5, 37), (2**19 + 1, 3, 500), (5, 1, 1),
+                                           (2**19, 1, 2**20 + 3)])
 @pytest.mark.parametrize('cached', [False, True])
 def test_sketch_kernel_against_python_int_oracle(D, rows, cols, cached):
-  # D >= 2^16 splits the coordinates over two threads (each walks its hashes from its own
+  # D >= 2^19 splits the coordinates over two threads (each walks its hashes from its own
   # start); cols > D exercises the bucket walk's wrap-around mod p.
   cs = P.count_sketch(D, rows, cols, cache_buckets=cached)
   st = jax.jit(cs.init)(jax.random.PRNGKey(D))
