@@ -379,7 +379,7 @@ struct RowHasher {
       g[l] = static_cast<uint32_t>(g0);
       d1[l] = static_cast<uint32_t>((g1 + kP - g0) % kP);
       d2[l] = static_cast<uint32_t>((g2 + 2 * kP - 2 * g1 + g0) % kP);
-      d3[l] = static_cast<uint32_t>((g3 + 3 * g1 + 3 * kP - 3 * g2 - g0) % kP);
+      d3[l] = static_cast<uint32_t>((g3 + 3 * g1 + 4 * kP - 3 * g2 - g0) % kP);  // >= 4
     }
     step = static_cast<uint32_t>(ModP(a * kLanes));
     step_m = step % cols;

@@ -232,3 +232,15 @@ def test_fallback_without_a_compiler(tmp_path, in_process):
   assert not got['available'] and 'no C++ compiler' in got['status']
   assert 'CPU kernels unavailable' in stderr   # one warning says why
   _check_same(got, in_process)
+
+
+def test_sketch_kernel_hash_walk_over_many_keys():
+  # The kernel's forward-difference walk starts from differences taken mod p; a wrong
+  # start shows up only for some keys (a regression: one key in a few hundred failed).
+  D, cols = 3001, 64
+  cs = P.count_sketch(D, 5, cols)
+  init, sk = jax.jit(cs.init), jax.jit(cs.sketch)
+  x = np.random.default_rng(1).standard_normal(D).astype(np.float32)
+  for k in range(200):
+    st = init(jax.random.PRNGKey(k))
+    np.testing.assert_allclose(sk(st, x), _py_sketch(st, x, cols), atol=1e-4, err_msg=str(k))
