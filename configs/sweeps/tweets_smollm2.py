@@ -11,10 +11,10 @@ per client, server Adam at 1e-4; FedAvg: one local epoch, batch 2, server SGD at
 uncompressed and FedAvg once; one seed. Methods that keep a D-sized state per client run without
 it (local_topk error_type='none', sign_sgd and powersgd without error feedback): 100 clients x
 538 MB do not fit a 24 GB host. sketched_sgd always keeps client error and momentum, so it is left
-out (config.check_client_memory refuses it). Cost: not measured for this sweep; one round of
-configs/pysource_smollm2.py (same model and round shape) took 502 s on the shared 2-core CPU
-including compilation, and a cell is 25 rounds and 5 evaluations, so the grid (20 cells) is for a
-GPU (3 seeds there: add `--config.seeds=0,1,2`).
+out (config.check_client_memory refuses it). Cost: the sweep was not run; one round of
+configs/tweets_smollm2.py (intrinsic_static) took 285 s and its evaluation 193 s on the shared
+2-core CPU, both including compilation, and a cell is 25 rounds and 5 evaluations, so the grid
+(20 cells) is for a GPU (3 seeds there: add `--config.seeds=0,1,2`).
 """
 import ml_collections
 

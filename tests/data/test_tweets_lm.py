@@ -101,4 +101,5 @@ def test_tweets_smollm2_config():
     config_lib.check_resources(c)         # the GGUF preset resolves for data and model
   c = tweets_smollm2.get_config()
   assert (c.method.name, c.method.d, c.method.projection) == ('intrinsic_static', 2**18, 'sparse')
-  assert (c.data.name, c.data.tokenizer, c.model.checkpoint) == ('tweets_lm',) + ('smollm2_135m',) * 2
+  assert c.data.name == 'tweets_lm'
+  assert c.data.tokenizer == c.model.checkpoint == 'smollm2_135m'
