@@ -29,8 +29,8 @@ with several other jobs, so the times are inflated): after one round of 4 client
 tokens), test perplexity 273.4 (val 205.2; test token accuracy 0.203); setup (imports, data,
 model, initial state) took about 75 s, the round 285 s and the evaluation 193 s, both including
 compilation (9 min 16 s wall for the whole run, 221 s of CPU time), peak RSS 7.3 GiB. Not
-measured: the pretrained model's perplexity on these windows before the round (so no gain is claimed for one round), later rounds alone, and the
-full 25 rounds.
+measured: the pretrained model's perplexity on these windows before the round (so no gain is
+claimed for one round), later rounds alone, and the full 25 rounds.
 """
 from fedjax_intrinsic import config as config_lib
 
