@@ -7,20 +7,23 @@
                 --config.simulation.num_devices=0      # (one line) on each host, its own process_id
 
 Writes config.json, metrics.jsonl (one line per round) and summary.json into --workdir and prints
-the final metrics. A bad config value exits with code 2 and one line naming the field, before
-anything is compiled.
+the final metrics. Any bad input (a flag, the config file or its argument, a field's value, the
+workdir) exits with code 2 and one line naming the field, before anything is loaded or compiled;
+a second run on a workdir in use is refused the same way (fedjax_intrinsic/workdir.py).
 """
 import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
+
+from fedjax_intrinsic import cli
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(_HERE, 'configs', 'digits_cnn.py'),
-    'Experiment config file, optionally with an argument: configs/x.py:key=value,key=value.',
-    lock_config=True)
+_DEFAULT_CONFIG = os.path.join(_HERE, 'configs', 'digits_cnn.py')
+# Listed for --help; cli.flags_parser takes --config and --config.a.b=value out of argv itself.
+flags.DEFINE_string('config', _DEFAULT_CONFIG, 'Experiment config file, optionally with an '
+                    'argument: configs/x.py:key=value,key=value; any field is then set with '
+                    '--config.a.b=value.')
 _WORKDIR = flags.DEFINE_string('workdir', os.path.join(_HERE, 'workdirs', 'default'),
                                'Directory for config.json, metrics.jsonl and summary.json.')
 _QUIET = flags.DEFINE_bool('quiet', False, 'No per-round progress line.')
@@ -57,21 +60,24 @@ def _progress(total_rounds):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
+  config = cli.config(_DEFAULT_CONFIG)       # a bad file, argument or field: one line, exit 2
   from fedjax_intrinsic import config as config_lib, experiment, sharding
   if _MULTIHOST.value:
-    sharding.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                  _DISTRIBUTED_TIMEOUT.value)
+    try:
+      sharding.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                    _DISTRIBUTED_TIMEOUT.value)
+    except ValueError as e:   # its one-line checks of the four flags
+      cli.refuse(e)
   elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID, _DISTRIBUTED_TIMEOUT)):
-    raise app.UsageError('--coordinator_address, --num_processes, --process_id and '
-                         '--distributed_timeout_s need --multihost')
-  config = _CONFIG.value
+    cli.refuse('--coordinator_address, --num_processes, --process_id and --distributed_timeout_s '
+               'need --multihost')
   try:
     summary = experiment.run(config, _WORKDIR.value,
                              progress=None if _QUIET.value else _progress(config.rounds))
   except config_lib.ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.refuse(e)
   if not sharding.is_primary():
     return
   final = summary['final']
@@ -82,8 +88,10 @@ def main(argv):
   print(f'upload x{final["upload_compression"]:.2f} download x{final["download_compression"]:.2f} '
         f'overall x{final["overall_compression"]:.2f} '
         f'(total {final["cum_bytes_total"] / 2**20:.2f} MiB)')
+  if summary['status'] == 'diverged':
+    print(f'diverged at round {summary["diverged_round"]}: the metrics above are of that round')
   print(f'workdir: {_WORKDIR.value}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser('config'))

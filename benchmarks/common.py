@@ -294,13 +294,38 @@ def _finite(obj: Any) -> Any:
   return obj
 
 
+def json_text(obj: Any, width: int = 100) -> str:
+  """``obj`` as standard JSON (non-finite floats as null), one record per line.
+
+  The top-level object has one member per line; a member that does not fit in ``width`` characters
+  gets one item (list) or one member (object) per line; everything deeper is written on one line.
+  So a results file's list of runs reads (and diffs) one run per line.
+  """
+  def encode(value, depth):
+    flat = json.dumps(value, allow_nan=False)
+    if (not isinstance(value, (dict, list)) or not value or depth >= 2
+        or (depth == 1 and len(flat) + 2 <= width)):
+      return flat
+    pad = ' ' * (depth + 1)
+    if isinstance(value, dict):
+      items = [f'{pad}{json.dumps(k)}: {encode(v, depth + 1)}' for k, v in value.items()]
+      return '{\n' + ',\n'.join(items) + '\n' + ' ' * depth + '}'
+    items = [pad + encode(v, depth + 1) for v in value]
+    return '[\n' + ',\n'.join(items) + '\n' + ' ' * depth + ']'
+  # The round trip makes keys strings and tuples lists, as json.dump would.
+  return encode(json.loads(json.dumps(_finite(obj), allow_nan=False)), 0) + '\n'
+
+
 def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+  """Writes ``obj`` as ``json_text(obj)`` (strict: non-finite numbers as null), atomically
+  (temporary file, fsynced, then rename)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  text = json_text(obj)
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w') as f:
-    json.dump(_finite(obj), f, indent=1, allow_nan=False)
-    f.write('\n')
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
 
 

@@ -24,7 +24,9 @@ fresh every round (E rounds, K subspaces): upload D/d for all three; download D/
 D·E / Σ_e min(d·min(e−1, K), D) (K-subspace), D·E / Σ_e min(d·(e−1), D) (time-varying).
 
 Writes into the workdir: the cells, sweep.json, intrinsic_dim.json, intrinsic_dim.md and
-metric_vs_d.png (metric against d, log scale, with the baseline, the target and d_int).
+metric_vs_d.png (metric against d, log scale, with the baseline, the target and d_int), and packs
+the cells (benchmarks.results_store: what is committed). `python -m benchmarks.report
+--workdir=<workdir>` rewrites the .md and .png from intrinsic_dim.json.
 """
 import math
 import os
@@ -37,6 +39,7 @@ import ml_collections
 
 from benchmarks import common
 from benchmarks import report
+from benchmarks import results_store
 from benchmarks import sweep as sweep_lib
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
@@ -131,7 +134,7 @@ class Finder:
       if states[cell.name]['status'] != 'finished':
         values.append(float('nan'))
         continue
-      summary = report.read_json(os.path.join(self.workdir, cell.name, 'summary.json'))
+      summary = results_store.read_cell(self.workdir, cell.name, 'summary')
       values.append(float(summary['final'][self.sweep.metric]))
     mean = statistics.fmean(values) if all(math.isfinite(v) for v in values) else float('nan')
     return mean, values, summary
@@ -199,10 +202,29 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
       'command': command, 'machines': (report.read_json(os.path.join(workdir, 'sweep.json'))
                                        or {}).get('machines', [])}
   common.write_json(os.path.join(workdir, 'intrinsic_dim.json'), out)
+  write_outputs(workdir)
+  return out
+
+
+def write_outputs(workdir: str) -> list[str]:
+  """Packs the cell directories (when there are any), then writes intrinsic_dim.md and
+  metric_vs_d.png from intrinsic_dim.json; returns the names of the files written."""
+  out = report.read_json(os.path.join(workdir, 'intrinsic_dim.json'))
+  if out is None:
+    raise ValueError(f'workdir={workdir!r} is invalid; allowed: a directory with '
+                     'intrinsic_dim.json (written by python -m benchmarks.intrinsic_dim)')
+  # JSON keeps a seed that did not finish as null: its metric is nan again here.
+  nan = lambda v: float('nan') if v is None else v
+  for p in out['probes'] + list(out['measured_at_d_int'].values()):
+    p['metric'], p['values'] = nan(p['metric']), [nan(v) for v in p['values']]
+  written = []
+  if results_store.cell_dirs(workdir):
+    results_store.pack(workdir)
+    written += [p for p in results_store.PACKED if os.path.exists(os.path.join(workdir, p))]
   with open(os.path.join(workdir, 'intrinsic_dim.md'), 'w') as f:
     f.write(markdown(out, workdir))
   plot(out, os.path.join(workdir, 'metric_vs_d.png'))
-  return out
+  return written + ['intrinsic_dim.md', 'metric_vs_d.png']
 
 
 def _fmt(v: Optional[float], digits: str = '.3g') -> str:
@@ -279,31 +301,78 @@ def plot(out: dict, path: str) -> None:
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  report.save_png(fig, path)
   plt.close(fig)
+
+
+def check_inputs(experiment: str, arg: str, workdir: str, *, name: str, metric: str,
+                 fraction: float, method: str, d_start: int, d_max: int, resolution: float,
+                 seeds: str, overrides: Sequence[str]) -> tuple[int, ...]:
+  """Every flag and the cells they imply (the baseline, the first and the largest probe) through
+  `preflight.check` before anything runs; returns the seeds. Raises ConfigError (one line)."""
+  from fedjax_intrinsic import config as config_lib, workdir as workdir_lib
+  bad = lambda flag, value, allowed: config_lib.ConfigError(
+      f'--{flag}={value!r} is invalid; allowed: {allowed}')
+  try:
+    parsed = tuple(int(x, 10) for x in seeds.split(','))
+  except ValueError:
+    raise bad('seeds', seeds, 'comma-separated integers such as 0,1,2') from None
+  if len(set(parsed)) != len(parsed) or any(not 0 <= x <= config_lib.MAX_SEED for x in parsed):
+    raise bad('seeds', seeds, f'distinct integers 0 .. {config_lib.MAX_SEED}')
+  if not math.isfinite(fraction) or not 0 < fraction <= 1:
+    raise bad('fraction', fraction, '0 < fraction <= 1')
+  if not math.isfinite(resolution) or not 0 <= resolution < 1:
+    raise bad('resolution', resolution, '0 <= resolution < 1')
+  if d_start < 1:
+    raise bad('d_start', d_start, 'a positive integer')
+  if d_max and d_max < d_start:
+    raise bad('d_max', d_max, f'0 (= D) or an integer >= --d_start={d_start}')
+  if not re.match(r'^(test|val)_\w+$', metric):
+    raise bad('metric', metric, 'a test_* or val_* metric, such as test_accuracy or '
+              'test_perplexity')
+  if not sweep_lib._NAME.match(name):
+    raise bad('name', name, 'letters, digits and _.+=- (a directory name)')
+  for item in overrides:
+    if '=' not in item:
+      raise bad('override', item, '"field.path=value"')
+  workdir_lib.check_writable(workdir)
+  finder = Finder(experiment, arg, workdir, name, metric, parsed, overrides)
+  entries = [_entry('uncompressed'), _entry(method, d_start)] + ([_entry(method, d_max)]
+                                                                 if d_max else [])
+  sweep_lib.check_cells(finder.sweep, sweep_lib.expand(
+      ml_collections.ConfigDict({**finder.sweep.to_dict(), 'grid': tuple(entries)})))
+  return parsed
 
 
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli, config as config_lib
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   f = flags.FLAGS
   experiment, _, arg = f.config.partition(':')
   workdir = f.workdir or os.path.join(common.RESULTS_DIR, f.name)
-  seeds = tuple(int(s) for s in f.seeds.split(',') if s.strip())
   command = ' '.join(['python -m benchmarks.intrinsic_dim'] + sys.argv[1:])
+  try:
+    seeds = check_inputs(experiment, arg, workdir, name=f.name, metric=f.metric,
+                         fraction=f.fraction, method=f.method, d_start=f.d_start, d_max=f.d_max,
+                         resolution=f.resolution, seeds=f.seeds, overrides=tuple(f.override or ()))
+  except (config_lib.ConfigError, ValueError) as e:
+    cli.refuse(e)
   try:
     out = find(experiment, arg, workdir, name=f.name, metric=f.metric, fraction=f.fraction,
                method=f.method, d_start=f.d_start, d_max=f.d_max or None,
                resolution=f.resolution, seeds=seeds, overrides=tuple(f.override or ()),
                log=lambda s: print(s, file=sys.stderr, flush=True), command=command)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  except config_lib.ConfigError as e:
+    cli.refuse(e)
   print(markdown(out, workdir))
 
 
 if __name__ == '__main__':
   from absl import app, flags
+  from fedjax_intrinsic import cli
   flags.DEFINE_string('config', 'configs/digits_cnn.py:model=mlp',
                       'Experiment config file and its argument (path:key=value,...).')
   flags.DEFINE_string('name', 'digits_mlp_intrinsic_dim', 'Result name (workdir default: '
@@ -317,4 +386,4 @@ if __name__ == '__main__':
   flags.DEFINE_float('resolution', 0.05, 'Stop bisecting at interval width <= resolution x d.')
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated seeds; a probe takes their mean.')
   flags.DEFINE_multi_string('override', None, 'field.path=value set on every cell (repeatable).')
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

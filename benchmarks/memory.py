@@ -29,10 +29,16 @@ a ≈ a0 + α·4D and b − act ≈ β·4D (α, β: how many D-sized float32 buf
 and per client of a chunk). `max_chunk` = the largest chunk whose predicted peak fits
 `device_memory_gib` (a prediction from the formula, never a measurement on that device).
 
+Preset `smollm2`: the same round for SmolLM2-135M's Llama shape (`models.get('llama', ...)`,
+random init; D = 134,515,008, 4 x 64 tokens per client), and `formula_check`: the formula fitted
+on a saved run (`formula_from`, the GPT-2 ladder's memory_cpu.json) predicting its peaks.
+
 Output: `benchmarks/results/memory_<backend>.json` (`_<preset>` appended for presets other than
 full) and, for the full preset, the `memory` section of `benchmarks/README.md`.
 """
 import dataclasses
+import json
+import os
 import time
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -55,12 +61,17 @@ NUM_ROUNDS = 1000          # sizes time-varying's ring buffer: min(ceil(D / d), 
 
 
 class ModelSpec(NamedTuple):
-  """A GPT-2-shaped model (`models.get('gpt2', ...)`): D from `gpt2.num_params`."""
+  """A GPT-2-shaped model (`models.get('gpt2', ...)`, D from `gpt2.num_params`) or, with
+  family='llama', a Llama-shaped one (`models.get('llama', ...)`: ffn = intermediate size,
+  kv_heads = key/value heads, tied embeddings; D from `llama.num_params`)."""
   n_layer: int
   n_embd: int
   n_head: int
   vocab: int = GPT2_VOCAB
   n_positions: int = 1024
+  family: str = 'gpt2'
+  ffn: int = 0
+  kv_heads: int = 0
 
 
 MODELS = {
@@ -69,6 +80,11 @@ MODELS = {
     'gpt2_45m': ModelSpec(6, 512, 8),       # D =  45,171,200
     'gpt2_124m': ModelSpec(12, 768, 12),    # D = 124,439,808: GPT-2 small
     'tiny': ModelSpec(1, 32, 2, vocab=64, n_positions=16),   # tests only
+    # SmolLM2-135M's shape (the smollm2_135m GGUF preset): D = 134,515,008.
+    'smollm2_135m': ModelSpec(30, 576, 9, vocab=49152, n_positions=8192, family='llama',
+                              ffn=1536, kv_heads=3),
+    'tiny_llama': ModelSpec(1, 32, 4, vocab=64, n_positions=16, family='llama', ffn=64,
+                            kv_heads=2),                       # tests only
 }
 
 # Method fields for 10^7..10^8-parameter models (the issue's d = 2^20; FetchSGD as in
@@ -102,6 +118,8 @@ class Config:
       random θ0 (`execute_round`): wall time and the device allocator's peak. For a GPU; the
       rounds run in order of compiled peak, so each reading of the allocator's running peak is
       that round's own.
+    formula_from: a saved result (file name under benchmarks/results/) whose fitted formula
+      predicts this run's chunked rounds (`formula_check`); '' = none.
   """
   preset: str
   models: tuple[str, ...]
@@ -116,6 +134,7 @@ class Config:
   seq_len: int = 256
   device_memory_gib: float = 75.0
   execute: bool = False
+  formula_from: str = ''
 
 
 PRESETS = {
@@ -130,6 +149,13 @@ PRESETS = {
     'full': Config(preset='full', models=('gpt2_7m', 'gpt2_16m', 'gpt2_45m', 'gpt2_124m'),
                    vmap_models=('gpt2_124m',), cohort_model='gpt2_124m', cohort_chunk=4,
                    cohort_sizes=(16, 256)),
+    # SmolLM2-135M (configs/pysource_smollm2.py's shape: 4 x 64 tokens per client), 64 clients,
+    # compiled only; `formula_check` compares it with the formula fitted on the GPT-2 ladder
+    # (benchmarks/results/memory_cpu.json), and max_chunk is for an 80 GB card.
+    'smollm2': Config(preset='smollm2', models=('smollm2_135m',),
+                      methods=('uncompressed', 'intrinsic_static'), chunks=(1, 4),
+                      batch_size=4, seq_len=64, device_memory_gib=75.0,
+                      formula_from='memory_cpu.json'),
     # For a GPU (compiled AND run): GPT-2 small, 64 clients per round, chunks of 4 and 8.
     'gpu': Config(preset='gpu', models=('gpt2_124m',), methods=('uncompressed', 'intrinsic_static'),
                   chunks=(4, 8), execute=True),
@@ -157,8 +183,13 @@ def build_model(name: str, seq_len: int, random_init: bool = False) -> tuple[mod
   if not 1 <= seq_len <= s.n_positions:
     raise ValueError(f'seq_len={seq_len} is invalid for model {name!r}; allowed: 1..'
                      f'{s.n_positions}')
-  model = models.get('gpt2', input_shape=(seq_len,), num_classes=s.vocab, n_layer=s.n_layer,
-                     n_head=s.n_head, n_embd=s.n_embd, n_positions=s.n_positions)
+  if s.family == 'llama':
+    model = models.get('llama', input_shape=(seq_len,), num_classes=s.vocab,
+                       num_layers=s.n_layer, hidden=s.n_embd, intermediate=s.ffn,
+                       num_heads=s.n_head, num_kv_heads=s.kv_heads, max_position=s.n_positions)
+  else:
+    model = models.get('gpt2', input_shape=(seq_len,), num_classes=s.vocab, n_layer=s.n_layer,
+                       n_head=s.n_head, n_embd=s.n_embd, n_positions=s.n_positions)
   if random_init:
     return model, jax.jit(model.init)(keys.init_key(keys.run_key(0)))
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
@@ -371,6 +402,28 @@ def formula(fit_rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict
   return out
 
 
+def formula_check(res: dict[str, Any], ref: dict[str, Any]) -> list[dict[str, Any]]:
+  """The formula of a saved result `ref` (fitted on other models) against this run's compiled
+  chunked rounds at clients_per_round: predicted = a0 + α·4D + chunk·(act + β·4D), with this
+  run's D and act. -> [{'model', 'method', 'clients_per_chunk', 'peak', 'predicted', 'rel_err'}]
+  for each method the reference fitted; `rel_err` = (predicted − peak) / peak."""
+  form = {f['method']: f for f in ref.get('formula', [])}
+  acts = {m['name']: m['act'] for m in res['models']}
+  out = []
+  for r in res['rounds']:
+    f = form.get(r['method'])
+    if (f is None or r['strategy'] != 'chunked_vmap'
+        or r['clients_per_round'] != res['config']['clients_per_round']):
+      continue
+    fourD = 4.0 * r['D']
+    pred = f['a0'] + f['alpha'] * fourD + r['clients_per_chunk'] * (acts[r['model']]
+                                                                    + f['beta'] * fourD)
+    out.append({'model': r['model'], 'method': r['method'],
+                'clients_per_chunk': r['clients_per_chunk'], 'peak': r['peak'],
+                'predicted': float(pred), 'rel_err': float((pred - r['peak']) / r['peak'])})
+  return out
+
+
 def is_monotone(res: dict[str, Any]) -> bool:
   """Whether every (model, method)'s peak is non-decreasing in clients_per_chunk."""
   cfg = res['config']
@@ -440,6 +493,12 @@ def run(cfg: Config, log=print, on_progress=None) -> dict[str, Any]:
   res['fits'] = fits(res)
   res['formula'] = formula(res['fits'], cfg.methods)
   res['monotone'] = is_monotone(res)
+  if cfg.formula_from:
+    with open(os.path.join(common.RESULTS_DIR, cfg.formula_from)) as f:
+      ref = json.load(f)
+    res['formula_check'] = {'reference': cfg.formula_from, 'reference_preset': ref.get('preset'),
+                            'reference_models': [m['name'] for m in ref.get('models', [])],
+                            'rows': formula_check(res, ref)}
   res['wall_s'] = round(time.perf_counter() - start, 1)
   return res
 
@@ -572,6 +631,15 @@ def render(res: dict[str, Any]) -> str:
           'would remove its output copy (half of the "in + out" column); rematerialising each '
           'block '
           '(`jax.checkpoint`) would cut `act`, which dominates b for every method.', '']
+  chk = res.get('formula_check')
+  if chk and chk['rows']:
+    rows = [[r['model'], r['method'], r['clients_per_chunk'], _gib(r['peak']),
+             _gib(r['predicted']), f'{100 * r["rel_err"]:+.1f}%'] for r in chk['rows']]
+    out += [f'The formula fitted on `{chk["reference"]}` (models '
+            f'{", ".join(chk["reference_models"])}) against these compiled rounds, with their '
+            'own D and act:', '',
+            common.markdown_table(['model', 'method', 'chunk', 'compiled peak', 'formula',
+                                   'formula − peak'], rows), '']
   out += [f'Peak non-decreasing in clients per chunk for every model and method: '
           f'{"yes" if res["monotone"] else "NO"}. Compile time of the largest round: '
           f'{max(r["compile_s"] for r in res["rounds"]):.0f} s; whole run {res["wall_s"]:.0f} s.']

@@ -17,8 +17,8 @@ median of repeated calls, each ending in ``block_until_ready``):
   ``unsketch_topk`` (exact and threshold top-k), hashes recomputed and cached.
 - sparsifiers: ``top_k`` (exact, threshold), ``random_k`` and ``densify``, including
   D = 10^7, k = 10^5.
-- Walsh-Hadamard (``projections.hadamard.fwht``): butterfly and Kronecker methods for
-  L = 2^16 ... 2^24.
+- Walsh-Hadamard (``projections.hadamard.fwht``): native (the CPU kernel; kron on other
+  backends), butterfly and Kronecker methods for L = 2^16 ... 2^24.
 Each figure is also given as a ratio to references timed in the same run at the same
 length: one memory-bound pass (``x * 2.0``, jitted: reads D floats and writes D new ones,
 ``x_pass``) and a sort (``jnp.sort``, ``x_sort``). A third, ``x_inplace``, divides by the
@@ -389,7 +389,8 @@ class _Bench:
         self.progress(f'{what} D={common.fmt_pow2(D)} k={k}', entry)
 
   def wht(self, L: int, x: jax.Array) -> None:
-    variants = {('butterfly', None): lambda v: hadamard.fwht(v, method='butterfly')}
+    variants = {('native', None): lambda v: hadamard.fwht(v, method='native'),
+                ('butterfly', None): lambda v: hadamard.fwht(v, method='butterfly')}
     for b in self.cfg.wht_kron_blocks:
       variants[('kron', b)] = ((lambda v: hadamard.fwht(v, method='kron')) if b == 128 else
                                (lambda v, b=b: hadamard.fwht_kron(v, block=b)))
@@ -473,15 +474,16 @@ def _nbytes(tree) -> int:
 
 
 def wht_summary(rows: Sequence[dict]) -> dict[str, Any]:
-  """Per L, the fastest WHT variant; and butterfly vs kron (``fwht``'s methods) overall."""
+  """Per L, the fastest WHT variant; and which of ``fwht``'s methods wins most lengths."""
   per_L = {}
   for r in rows:
     label = r['method'] if r['block'] in (None, 128) else f'kron_block{r["block"]}'
     per_L.setdefault(r['L'], {})[label] = r['timing']['median_s']
   fastest = [dict(L=L, fastest=min(v, key=v.get), **{f'{k}_s': s for k, s in v.items()})
              for L, v in sorted(per_L.items())]
-  wins = {m: sum(1 for f in per_L.values() if 'butterfly' in f and 'kron' in f and
-                 f[m] <= min(f['butterfly'], f['kron'])) for m in ('butterfly', 'kron')}
+  methods = [m for m in hadamard.METHODS if any(m in f for f in per_L.values())]
+  wins = {m: sum(1 for f in per_L.values() if all(k in f for k in methods) and
+                 f[m] <= min(f[k] for k in methods)) for m in methods}
   faster = None if not any(wins.values()) else max(wins, key=wins.get)
   backend_default = hadamard.default_wht_method(jax.default_backend())
   return {'per_L': fastest, 'wins': wins, 'faster_method': faster,
@@ -626,9 +628,10 @@ def render(res: dict[str, Any]) -> str:
       head += [lb, 'x pass']
     s = res['wht_summary']
     parts.append(
-        f'Walsh-Hadamard (`fwht`; kron b=128 is `method="kron"`). Faster of the two `fwht` '
-        f'methods here: **{s["faster_method"]}** (butterfly faster at {s["wins"]["butterfly"]}'
-        f', kron at {s["wins"]["kron"]} of {len(grid)} lengths); current default for '
+        f'Walsh-Hadamard (`fwht`; kron b=128 is `method="kron"`). Fastest `fwht` method '
+        f'here: **{s["faster_method"]}** (fastest at '
+        + ', '.join(f'{k}: {v}' for k, v in s['wins'].items()) +
+        f' of {len(grid)} lengths); current default for '
         f'`{m["backend"]}`: `{s["default_method"]}`.\n\n' +
         common.markdown_table(head + ['fastest'], rows, align='l' + 'r' * (len(head) - 1) + 'l'))
   if res['skipped']:

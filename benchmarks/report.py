@@ -4,7 +4,9 @@
   python -m benchmarks.report --workdir=benchmarks/results/digits_mlp \
       --workdir=benchmarks/results/pysource_lm --readme      # also rewrites README's sweeps section
 
-Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir:
+Reads `<workdir>/sweep.json` and every cell's files (from its directory, else from the packed
+cells.jsonl / curves.jsonl: benchmarks.results_store), packs the cell directories when there are
+any, and writes into the workdir:
 - `report.md`: one row per grid entry (method, budget): upload ×, download ×, overall × (relative
   to uncompressed training on the same cohorts, mean over seeds), the metric at the last round
   (mean ± sample standard deviation over the seeds that finished), the reference number and its
@@ -17,6 +19,8 @@ Reads `<workdir>/sweep.json` and every cell's files, and writes into the workdir
 - `metric_vs_rounds.png`, `metric_vs_bytes.png`: the metric at evaluation rounds against the round
   and against cumulative bytes (both ways, all clients; log x), one panel per method, one line per
   budget (mean over seeds), uncompressed in grey in every panel.
+A workdir of benchmarks.intrinsic_dim gets its intrinsic_dim.md and metric_vs_d.png rewritten from
+its intrinsic_dim.json instead. PNGs are written with at most 256 colours.
 """
 import json
 import math
@@ -27,6 +31,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from benchmarks import common
+from benchmarks import results_store
 
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
@@ -63,10 +68,11 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
-  """(sweep.json, one record per cell: its definition plus status, summary, error, metrics path).
+  """(sweep.json, one record per cell: its definition plus status, summary, error, workdir).
 
-  The status comes from the cell's own files: 'finished' | 'diverged' (summary.json), 'failed'
-  (error.json), 'skipped' (method not registered when the sweep ran), else 'pending'.
+  The status comes from the cell's own files (results_store.read_cell: its directory, else its
+  packed line): 'finished' | 'diverged' (summary.json), 'failed' (error.json), 'skipped' (method
+  not registered when the sweep ran), else 'pending'.
   """
   index = read_json(os.path.join(workdir, 'sweep.json'))
   if index is None:
@@ -74,11 +80,10 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
                      'sweep.json (written by python -m benchmarks.sweep)')
   records = []
   for cell in index['cells']:
-    d = os.path.join(workdir, cell['name'])
-    summary = read_json(os.path.join(d, 'summary.json'))
-    error = read_json(os.path.join(d, 'error.json'))
+    summary = results_store.read_cell(workdir, cell['name'], 'summary')
+    error = results_store.read_cell(workdir, cell['name'], 'error')
     rec = {k: cell[k] for k in ('name', 'method', 'budget', 'seed', 'entry')}
-    rec.update(summary=None, error=None, metrics_path=os.path.join(d, 'metrics.jsonl'))
+    rec.update(summary=None, error=None, workdir=workdir)
     if summary is not None and summary.get('status') in ('finished', 'diverged'):
       rec.update(status=summary['status'], summary=summary)
     elif error is not None:
@@ -162,11 +167,13 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
     recs = sorted(groups[entry], key=lambda r: r['seed'])
     finished = [r for r in recs if r['status'] == 'finished']
     done = [r for r in recs if r['status'] in ('finished', 'diverged')]
-    values = [r['summary']['final'][metric] for r in finished if metric in r['summary']['final']]
+    values = [r['summary']['final'][metric] for r in finished
+              if r['summary']['final'].get(metric) is not None]   # null: non-finite (strict JSON)
     mean, std = _mean_std(values)
     ratios = {}
     for key in ('upload_compression', 'download_compression', 'overall_compression'):
-      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished])[0]
+      ratios[key] = _mean_std([r['summary']['final'][key] for r in finished
+                               if r['summary']['final'].get(key) is not None])[0]
     wall = _mean_std([r['summary']['time_total_s'] for r in done])[0]
     notes = []
     for r in recs:
@@ -232,6 +239,17 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Plots
+
+def save_png(fig, path: str) -> None:
+  """Saves `fig` as a PNG of at most 256 colours (a plot has few): about a third of RGBA's size."""
+  import io
+  from PIL import Image
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png')
+  buf.seek(0)
+  with Image.open(buf) as image:
+    image.convert('RGB').quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
 
 def _pyplot():
   import matplotlib
@@ -302,7 +320,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(fontsize=8, loc='best', ncol=2)
   fig.tight_layout()
-  fig.savefig(path)
+  save_png(fig, path)
   plt.close(fig)
 
 
@@ -313,7 +331,8 @@ def _curves(records: Sequence[dict], metric: str, x_key: str) -> dict:
   for rec in records:
     if rec['status'] != 'finished':
       continue
-    lines = [l for l in read_metrics(rec['metrics_path']) if metric in l]
+    lines = [l for l in results_store.read_metrics(rec['workdir'], rec['name'])
+             if l.get(metric) is not None]
     if lines:
       groups.setdefault(rec['entry'], []).append(lines)
   for entry, runs in groups.items():
@@ -361,7 +380,7 @@ def plot_curves(rows: Sequence[dict], records: Sequence[dict], path: str, x_key:
     ax.set_ylabel(metric, fontsize=8)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path)
+  save_png(fig, path)
   plt.close(fig)
 
 
@@ -397,7 +416,12 @@ def report_markdown(index: dict, rows: Sequence[dict], workdir: str) -> str:
 
 
 def write_report(workdir: str, references: str = REFERENCES) -> dict:
-  """Writes report.md, report.json and the three PNGs into workdir; returns {name: path}."""
+  """Writes report.md, report.json and the three PNGs into workdir; returns {name: path}.
+
+  Packs the cell directories first when there are any (results_store.pack).
+  """
+  if results_store.cell_dirs(workdir):
+    results_store.pack(workdir)
   index, records = load_sweep(workdir)
   rows = aggregate(index, records, load_references(references))
   name = index['name']
@@ -425,8 +449,14 @@ def readme_section(workdirs: Sequence[str]) -> str:
            'summary.json) and resumes where it stopped: a cell counts as done once its '
            'summary.json is written (atomically), a diverged cell is recorded with its round, a '
            'failing one with its error, and the sweep goes on. `python -m benchmarks.report '
-           '--workdir=results/<name>` writes the table and plots; reference numbers, each with '
-           'its source, go in `reference_numbers.json` (shipped empty). '
+           '--workdir=results/<name>` packs the cell directories into `cells.jsonl` (one line '
+           'per cell: its definition, config and summary), `curves.jsonl` (one line per cell: '
+           'its per-round columns) and `shared.json` (bulk that summaries share, such as '
+           'pysource\'s module list, once, by sha256), then writes the table and plots. Those '
+           'files, sweep.json and the report are what is committed (the cell directories are '
+           'git-ignored): the report regenerates from them alone, and a sweep resumed on a fresh '
+           'clone counts the packed finished cells as done (`results_store.py`). Reference '
+           'numbers, each with its source, go in `reference_numbers.json` (shipped empty). '
            '`python -m benchmarks.intrinsic_dim` finds a task\'s intrinsic dimension. Paper-scale '
            'sweeps (`paper_table_cifar`, `paper_table_sst2`, `paper_table_personachat`) need a '
            'GPU and prepared data and were not run here.', '']
@@ -443,17 +473,28 @@ def readme_section(workdirs: Sequence[str]) -> str:
 
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   f = flags.FLAGS
+  for workdir in f.workdir:     # every input checked before anything is written
+    if not os.path.isdir(workdir) or not (os.path.exists(os.path.join(workdir, 'sweep.json')) or
+                                          os.path.exists(os.path.join(workdir, 'intrinsic_dim.json'))):
+      cli.refuse(f'--workdir={workdir!r} is invalid; allowed: a sweep directory with sweep.json '
+                 '(written by python -m benchmarks.sweep)')
+  try:
+    load_references(f.references)
+  except ValueError as e:
+    cli.refuse(e)
   for workdir in f.workdir:
     if os.path.exists(os.path.join(workdir, 'intrinsic_dim.json')):
-      print(f'{workdir}: written by benchmarks.intrinsic_dim (intrinsic_dim.md), left as it is')
+      from benchmarks import intrinsic_dim
+      print(f'{workdir}: ' + ', '.join(intrinsic_dim.write_outputs(workdir)))
       continue
     try:
       paths = write_report(workdir, f.references)
     except ValueError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
+      cli.refuse(e)
     print(f'{workdir}: ' + ', '.join(os.path.basename(p) for p in paths.values()))
   if f.readme:
     common.update_readme_section('sweeps', readme_section(f.workdir))
@@ -462,10 +503,11 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags
+  from fedjax_intrinsic import cli
   flags.DEFINE_multi_string('workdir', None, 'Sweep directory (repeat for several).')
   flags.mark_flag_as_required('workdir')
   flags.DEFINE_string('references', REFERENCES, 'Reference numbers (JSON, every number with its '
                       'source).')
   flags.DEFINE_bool('readme', False, 'Also rewrite the sweeps section of benchmarks/README.md '
                     'from the given workdirs.')
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

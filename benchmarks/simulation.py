@@ -15,7 +15,8 @@ checked against the loop's (the oracle): the relative L2 error of the model upda
 absolute error of the round's loss; a round that differs is reported, and the script exits 1.
 Inputs: mlp and cnn train on the real digits data (100 clients, 5 of each client's examples);
 resnet9 on RANDOM inputs of CIFAR-10's shapes (32x32x3, 10 classes): speed only, no learning
-result ever comes from them (no CIFAR-10 offline). ResNet-9 is timed at 10 clients only: it is
+result ever comes from them (no CIFAR-10 offline). Preset ``minilm``: pretrained MiniLM-L6
+(22.7M) on the real tweets (data/tweets.py, 32 tokens), 10 clients x 8 tweets. ResNet-9 is timed at 10 clients only: it is
 expensive on 2 CPU cores, and nothing is extrapolated.
 
 Section ``sweep``: rounds per second and XLA's compiled memory of one round for 10 .. 10,000
@@ -50,11 +51,12 @@ from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.data import batching
 
 SECTIONS = ('strategies', 'sweep')
-INPUTS = ('digits', 'random')
+INPUTS = ('digits', 'random', 'tweets')
 README_SECTION = 'simulation'
 CLIENT_LR = {'fedavg': 0.1}          # every other method: 1.0 (one gradient step, PAPER.md §2)
 RANDOM_SHAPES = {'resnet9': (32, 32, 3)}   # random inputs: CIFAR-10's shape; others: digits'
 DIGITS_SHAPE = (8, 8, 1)
+TWEETS_SEQ_LEN = 32                    # configs/tweets_minilm.py's
 TOLERANCE = 1e-4                      # relative L2 error of Δθ against the loop's
 
 
@@ -116,6 +118,14 @@ PRESETS = {
                    cases=(_grid(('mlp', 'cnn'), ('uncompressed', 'fedavg', 'intrinsic_static'), 100)
                           + _grid(('resnet9',), ('uncompressed', 'fedavg'), 10, 'random')),
                    chunks=(5, 10, 25), min_repeats=5, budget_s=10.0),
+    # Pretrained MiniLM-L6 (D = 22.7M) on real tweets (configs/tweets_minilm.py's round: 10 clients
+    # x 8 tweets of 32 tokens): the intrinsic methods' cost at this size, with and without the
+    # shortcut. Strategies section only (the sweep is for the digits models).
+    'minilm': Config(preset='minilm',
+                     cases=tuple(Case('minilm_l6', m, 10, 8, 'tweets') for m in
+                                 ('uncompressed', 'fedavg', 'intrinsic_static')),
+                     chunks=(5,), sections=('strategies',), min_repeats=3, max_repeats=5,
+                     budget_s=30.0),
     # For a GPU (a few minutes, mostly compiling): ResNet-9 at FetchSGD's full 100 x 5 shape and
     # plain vmap up to 10,000 clients in the sweep; rounds take milliseconds, so short budgets.
     'gpu': Config(preset='gpu',
@@ -147,8 +157,14 @@ def make_inputs(case: Case, seed: int = 0) -> RoundInputs:
       raise ValueError(f'{name}={v!r} is invalid; allowed: a positive integer')
   run_key = keys.run_key(seed)
   rng = keys.numpy_rng(keys.sample_key(run_key, 1))
-  if case.inputs == 'digits':
-    data = data_lib.get('digits', key=keys.data_key(run_key), num_clients=100)
+  num_classes = 10
+  if case.inputs in ('digits', 'tweets'):
+    if case.inputs == 'digits':
+      data = data_lib.get('digits', key=keys.data_key(run_key), num_clients=100)
+    else:
+      data = data_lib.get('tweets', key=keys.data_key(run_key), num_clients=100,
+                          seq_len=TWEETS_SEQ_LEN)
+      num_classes = data.num_classes
     if case.clients > data.num_clients:
       raise ValueError(f'clients={case.clients} is invalid for digits inputs; allowed: at most '
                        f'{data.num_clients} (use inputs=random for more)')
@@ -156,7 +172,7 @@ def make_inputs(case: Case, seed: int = 0) -> RoundInputs:
     batches = batching.client_batches(data, ids, batch_size=case.examples, num_steps=1,
                                       rng=rng, epochs=None)
     num_examples = batches.pop('num_examples')
-    shape, num_clients = DIGITS_SHAPE, data.num_clients
+    shape, num_clients = tuple(data.example_spec['x'][0]), data.num_clients
   else:
     shape = RANDOM_SHAPES.get(case.model, DIGITS_SHAPE)
     lead = (case.clients, 1, case.examples)
@@ -166,7 +182,7 @@ def make_inputs(case: Case, seed: int = 0) -> RoundInputs:
     ids = np.arange(case.clients, dtype=np.int32)
     num_examples = np.full(case.clients, case.examples, np.float32)
     num_clients = case.clients
-  model = models.get(case.model, input_shape=shape, num_classes=10)
+  model = models.get(case.model, input_shape=shape, num_classes=num_classes)
   params0 = jax.jit(model.init)(keys.init_key(run_key))
   base = config_lib.base_config()
   ctx = algorithms.BuildContext(

@@ -31,8 +31,10 @@ stops naming the cell and the differing fields, unless `--stale=rerun` (recomput
 Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status; rewritten
 atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
 load average when it started), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
+`--pack` packs the cell directories into cells.jsonl / curves.jsonl / shared.json, what is committed
+(benchmarks.results_store); a cell without a directory is read from there, so a sweep resumed on a
+fresh clone counts the packed done cells as done.
 """
-import importlib.util
 import json
 import os
 import re
@@ -44,6 +46,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import ml_collections
 
 from benchmarks import common
+from benchmarks import results_store
 
 DONE = ('finished', 'diverged')
 STALE_POLICIES = ('error', 'rerun', 'keep')
@@ -72,17 +75,11 @@ class Cell(NamedTuple):
 
 
 def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of the config file `path` (relative paths: from the repository root)."""
+  """`get_config(arg)` of the config file `path` (relative paths: from the repository root); a
+  missing file or one that is not valid Python is a ConfigError (`preflight.load_module`)."""
+  from fedjax_intrinsic import preflight
   full = path if os.path.isabs(path) else os.path.join(common.REPO_ROOT, path)
-  if not os.path.isfile(full):
-    raise ValueError(f'config file {path!r} is invalid; allowed: an existing .py file with '
-                     'get_config (paths relative to the repository root)')
-  if common.REPO_ROOT not in sys.path:   # configs import each other as `configs.<name>`
-    sys.path.insert(0, common.REPO_ROOT)
-  module_name = '_sweep_config_' + re.sub(r'\W', '_', os.path.relpath(full, common.REPO_ROOT))
-  spec = importlib.util.spec_from_file_location(module_name, full)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = preflight.load_module(full, field='experiment')
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
@@ -149,29 +146,11 @@ def expand(sweep: ml_collections.ConfigDict) -> list[Cell]:
 
 
 def _set_field(config: ml_collections.ConfigDict, item: str) -> None:
-  from fedjax_intrinsic import config as config_lib
+  """Applies one overrides item 'field.path=value': the value parsed as the field's type
+  (`preflight.set_field`: an unknown field, or a float for an int, is a ConfigError)."""
+  from fedjax_intrinsic import preflight
   path, text = item.split('=', 1)
-  value = config_lib.parse_arg(f'v={text}')['v'] if text else ''
-  node, parts = config, path.strip().split('.')
-  for part in parts[:-1]:
-    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-      raise ValueError(f'overrides item {item!r} is invalid: no field {path!r} in the config')
-    node = node[part]
-  last = parts[-1]
-  if last not in node:
-    raise ValueError(f'overrides item {item!r} is invalid: no field {path!r} in the config')
-  old = node[last]
-  if isinstance(old, bool):
-    if text not in ('True', 'False', 'true', 'false', '0', '1'):
-      raise ValueError(f'overrides item {item!r} is invalid; allowed for a bool: True, False, 1, 0')
-    value = text in ('True', 'true', '1')
-  elif isinstance(old, str):
-    value = text
-  elif isinstance(old, float) and isinstance(value, int):
-    value = float(value)
-  elif old is not None and not isinstance(value, type(old)):
-    raise ValueError(f'overrides item {item!r} is invalid: {path} holds a {type(old).__name__}')
-  node[last] = value
+  preflight.set_field(config, path.strip(), text, field='overrides')
 
 
 def cell_config(sweep: ml_collections.ConfigDict, cell: Cell) -> ml_collections.ConfigDict:
@@ -210,12 +189,11 @@ def _config_diff(old: Any, new: Any, prefix: str = '') -> list[str]:
 
 def cell_state(workdir: str, cell: Cell) -> dict:
   """{'status': 'finished'|'diverged'|'failed'|'pending', ...} from the files of `cell`."""
-  d = os.path.join(workdir, cell.name)
-  summary = _read_json(os.path.join(d, 'summary.json'))
+  summary = results_store.read_cell(workdir, cell.name, 'summary')
   if summary is not None and summary.get('status') in DONE:
     return {'status': summary['status'], 'diverged_round': summary.get('diverged_round'),
             'time_total_s': summary.get('time_total_s')}
-  error = _read_json(os.path.join(d, 'error.json'))
+  error = results_store.read_cell(workdir, cell.name, 'error')
   if error is not None:
     return {'status': 'failed', 'error': f'{error.get("type")}: {error.get("message")}'}
   return {'status': 'pending'}
@@ -291,7 +269,7 @@ def _what_is_run(config: dict) -> dict:
 
 def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
   """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
-  old = _what_is_run(_read_json(os.path.join(workdir, cell.name, 'config.json')) or {})
+  old = _what_is_run(results_store.read_cell(workdir, cell.name, 'config') or {})
   new = _what_is_run(_jsonable(cell_config(sweep, cell).to_dict()))
   if old == new:
     return False
@@ -337,9 +315,18 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
   from fedjax_intrinsic import algorithms
   if stale not in STALE_POLICIES:
     raise ValueError(f'stale={stale!r} is invalid; allowed: {", ".join(STALE_POLICIES)}')
+  from fedjax_intrinsic import workdir as workdir_lib
   all_cells = expand(sweep)
-  cells = [c for c in all_cells if only is None or re.search(only, c.name)]
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.Lock(workdir):     # one sweep at a time on a workdir (a second: WorkdirBusy)
+    return _run_sweep_locked(sweep, workdir, all_cells, only, retry_failed, stale, progress, log,
+                             command)
+
+
+def _run_sweep_locked(sweep, workdir, all_cells, only, retry_failed, stale, progress, log,
+                      command) -> dict:
+  from fedjax_intrinsic import algorithms
+  cells = [c for c in all_cells if only is None or re.search(only, c.name)]
   states = {c.name: cell_state(workdir, c) for c in cells}
   # sweep.json always lists EVERY cell of the sweep (the report reads it): the ones `only` leaves
   # out keep the state they have on disk.
@@ -382,40 +369,75 @@ def default_workdir(sweep: ml_collections.ConfigDict) -> str:
   return os.path.join(common.RESULTS_DIR, sweep.name)
 
 
+def check_cells(sweep: ml_collections.ConfigDict, cells: Sequence[Cell]) -> None:
+  """Every cell's config through `preflight.check` (nothing loaded or compiled) before any cell
+  runs; the first bad one raises ConfigError naming the cell and the field."""
+  from fedjax_intrinsic import algorithms, config as config_lib, preflight
+  for c in cells:
+    if c.method not in algorithms.METHODS:
+      continue      # run_sweep skips it with a message
+    try:
+      preflight.check(cell_config(sweep, c))
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f'cell {c.name}: {e}') from None
+
+
+def exit_code(states: dict) -> int:
+  """1 when a cell failed (an exception: error.json), else 0; diverged cells are results."""
+  return 1 if any(s['status'] == 'failed' for s in states.values()) else 0
+
+
 def main(argv):
   from absl import flags
-  del argv
+  from fedjax_intrinsic import cli, config as config_lib
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   f = flags.FLAGS
-  sweep = _SWEEP.value
-  workdir = f.workdir or default_workdir(sweep)
-  if f.list or f.dry_run:
-    from fedjax_intrinsic import config as config_lib
-    cells = [c for c in expand(sweep) if f.only is None or re.search(f.only, c.name)]
-    for c in cells:
-      line = f'{c.name:60s} {cell_state(workdir, c)["status"]}'
-      if f.dry_run:
-        config_lib.validate(cell_config(sweep, c))
-        line += '  (config valid)'
-      print(line)
-    return
-  from ml_collections import config_flags
-  command = f'python -m benchmarks.sweep --config={config_flags.get_config_filename(f["config"])}'
+  sweep = cli.config()
+  log = lambda s: print(s, file=sys.stderr, flush=True)
+  try:
+    all_cells = expand(sweep)
+    workdir = f.workdir or default_workdir(sweep)
+    if f.workdir is not None or not os.path.exists(workdir):
+      from fedjax_intrinsic import workdir as workdir_lib
+      workdir_lib.check_writable(workdir)
+    if f.pack:
+      counts = results_store.pack(workdir)
+      print(f'{workdir}: ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
+      return
+    cells = [c for c in all_cells if f.only is None or re.search(f.only, c.name)]
+    if f.list:
+      for c in cells:
+        print(f'{c.name:60s} {cell_state(workdir, c)["status"]}')
+      return
+    check_cells(sweep, cells)
+    if f.dry_run:
+      for c in cells:
+        print(f'{c.name:60s} {cell_state(workdir, c)["status"]}  (config valid)')
+      return
+  except (config_lib.ConfigError, ValueError) as e:   # the sweep file's fields, or a cell's
+    cli.refuse(e)
+  command = f'python -m benchmarks.sweep --config={cli.spec()}'
   if f.workdir:
     command += f' --workdir={f.workdir}'
   try:
-    run_sweep(sweep, workdir, only=f.only, retry_failed=f.retry_failed, stale=f.stale,
-              log=lambda s: print(s, file=sys.stderr, flush=True), command=command)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    states = run_sweep(sweep, workdir, only=f.only, retry_failed=f.retry_failed, stale=f.stale,
+                       log=log, command=command)
+  except ValueError as e:    # a done cell whose config changed (--stale)
+    cli.refuse(e)
+  failed = [n for n, s in states.items() if s['status'] == 'failed']
+  if failed:
+    log(f'sweep {sweep.name}: {len(failed)} of {len(states)} cells failed ({", ".join(failed[:5])}'
+        f'{", ..." if len(failed) > 5 else ""}); their error.json hold the tracebacks')
+  sys.exit(exit_code(states))
 
 
 if __name__ == '__main__':
   from absl import app, flags
-  from ml_collections import config_flags
-  _SWEEP = config_flags.DEFINE_config_file('config', None, 'Sweep config file (configs/sweeps/*.py).',
-                                           lock_config=True)
-  flags.mark_flag_as_required('config')
+  from fedjax_intrinsic import cli
+  flags.DEFINE_string('config', None, 'Sweep config file (configs/sweeps/*.py); any field is then '
+                      'set with --config.a.b=value.')
   flags.DEFINE_string('workdir', None, 'Sweep directory (default benchmarks/results/<name>).')
   flags.DEFINE_string('only', None, 'Regular expression: run only the cells whose name matches.')
   flags.DEFINE_bool('retry_failed', True, 'Run cells that failed before again.')
@@ -423,4 +445,6 @@ if __name__ == '__main__':
                     '(error), recompute it (rerun) or keep its result (keep).')
   flags.DEFINE_bool('list', False, 'List the cells and their status, run nothing.')
   flags.DEFINE_bool('dry_run', False, 'Build and validate every cell config, run nothing.')
-  app.run(main)
+  flags.DEFINE_bool('pack', False, 'Pack the cell directories into cells.jsonl, curves.jsonl and '
+                    'shared.json (what is committed), run nothing.')
+  app.run(main, flags_parser=cli.flags_parser('config'))

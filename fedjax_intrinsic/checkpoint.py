@@ -11,6 +11,9 @@ system they share, such as a GCS bucket on a TPU pod): the server state is a rep
 array and the host tables are identical on every process, so orbax writes each once.
 The round number of a checkpoint is the last finished round; `metrics.jsonl` lines after it are
 dropped on resume and recomputed, identically, since a run is deterministic given its config.
+A checkpoint that cannot be read back (a file truncated or corrupted on disk, a save cut short)
+is skipped on resume: `restore_newest_good` falls back to the newest one that restores, saying so
+in one line; max_to_keep=2 keeps one to fall back to.
 """
 import os
 from typing import Any, Optional
@@ -50,6 +53,38 @@ class Checkpointer:
     got = self.manager.restore(round_num, args=ocp.args.StandardRestore(abstract))
     server = jax.tree.map(lambda t, x: x, server_state, got['server'])
     return server, got['ledger'], got['clients']
+
+  def restore_newest_good(self, server_state: Any, ledger_state: dict, client_tables: Any,
+                          say=print) -> tuple[Optional[int], Optional[tuple]]:
+    """(round, (server, ledger, clients)) of the newest checkpoint that restores, trying them
+    newest first; (None, None) when none does (the run then starts from round 0). When any was
+    skipped, `say` gets one line naming them and where the run resumes."""
+    bad, steps = [], []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.restore(step, server_state, ledger_state, client_tables)
+      except Exception as e:  # any failure to read a checkpoint back makes it unusable
+        first = (str(e).strip().splitlines() or [''])[0][:160]
+        bad.append(f'round {step} ({type(e).__name__}: {first})')
+        steps.append(step)
+        continue
+      self._drop(steps)
+      if bad:
+        say(f'checkpoints in {self.directory} unreadable, removed: {"; ".join(bad)}; resuming '
+            f'from the newest good one, round {step}')
+      return step, restored
+    self._drop(steps)
+    if bad:
+      say(f'checkpoints in {self.directory} unreadable, removed: {"; ".join(bad)}; no good one, '
+          'starting from round 0')
+    return None, None
+
+  def _drop(self, steps) -> None:
+    """Removes unreadable checkpoints (the resumed run saves those rounds again)."""
+    for step in steps:
+      self.manager.delete(step)
+    if steps:
+      self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

@@ -15,6 +15,7 @@ The config layout (every experiment in configs/ fills it; `run.py` overrides any
   simulation.{client_parallelism, clients_per_chunk, cohort_shortcut,
               num_devices (devices of the `clients` mesh: 1 = no mesh, 0 = all), model_devices (1)}.
 """
+import math
 import os
 
 import ml_collections
@@ -48,22 +49,122 @@ def _get(config, field):
   return node
 
 
+def _kind(value) -> str:
+  if isinstance(value, bool):
+    return 'true or false'
+  if isinstance(value, int):
+    return 'an integer'
+  if isinstance(value, float):
+    return 'a number'
+  if isinstance(value, str):
+    return 'a string'
+  return type(value).__name__
+
+
+def _same_kind(default, value) -> bool:
+  """value has the type of default (an int is a float; a float is never an int)."""
+  if default is None or value is None:
+    return True
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(default, bool) and isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(default))
+
+
+def check_fields(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                 prefix: str = '', open_groups: tuple = ('data', 'model', 'method')) -> None:
+  """Every field of `config` exists in `reference` with the same type (ints are not floats);
+  the groups in `open_groups` are checked against their data set, model and method instead."""
+  for key in config.keys():
+    field = prefix + key
+    value = config[key]
+    if key not in reference:
+      allowed = ', '.join(prefix + k for k in sorted(reference.keys()))
+      _fail(field, value, f'no such field; the fields here: {allowed}')
+    ref = reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        _fail(field, value, f'a group of fields ({", ".join(field + "." + k for k in ref.keys())})')
+      if not prefix and key in open_groups:
+        continue
+      check_fields(value, ref, field + '.', open_groups)
+    elif not _same_kind(ref, value):
+      _fail(field, value, _kind(ref))
+  for key in reference.keys():
+    if key not in config:
+      raise ConfigError(f'{prefix + key} is missing from the config; allowed: every field of '
+                        'config.base_config()')
+
+
+def _number(config, field, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+  """field: a finite int or float in the interval given (None: unbounded on that side)."""
+  value = _get(config, field)
+  ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        and (lo is None or (value > lo if lo_open else value >= lo))
+        and (hi is None or (value < hi if hi_open else value <= hi)))
+  if not ok:
+    name = field.split('.')[-1]
+    if lo is not None and hi is not None:
+      allowed = f'{lo} {"<" if lo_open else "<="} {name} {"<" if hi_open else "<="} {hi}'
+    elif lo is not None:
+      allowed = f'a finite number {">" if lo_open else ">="} {lo}'
+    else:
+      allowed = 'a finite number'
+    _fail(field, value, allowed)
+
+
+# Finite numbers and their ranges (field: lo, hi, lo_open, hi_open), checked for every config.
+NUMBERS = {
+    'client.lr': (0, None, False, False),
+    'server.lr': (0, None, False, False),
+    'server.momentum': (0, 1, False, True),
+    'server.weight_decay': (0, None, False, False),
+    'server.warmup_fraction': (0, 1, False, True),
+    'server.b1': (0, 1, False, True),
+    'server.b2': (0, 1, False, True),
+    'server.eps': (0, None, True, False),
+}
+MAX_SEED = 2**32 - 1          # keys.run_key: PRNGKey keeps 32 bits; larger seeds would collide
+# Host bytes a run keeps per round whatever the model: the sampling and round key tables
+# (2 x uint32[2]), their derivation's temporaries and the K-subspace schedule (int32), rounded up.
+BYTES_PER_ROUND = 64
+MAX_ROUND = 2**31 - 2         # the servers' round counters are int32
+
+
+def max_rounds(memory_fraction: float = 0.25) -> int:
+  """The most rounds a run can hold: int32 round counters, per-round tables in memory."""
+  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  return int(min(MAX_ROUND, memory_fraction * total // BYTES_PER_ROUND))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data or devices; raises ConfigError."""
   from fedjax_intrinsic import algorithms, data, models, simulation  # registries (no data loaded)
+  check_fields(config, base_config())
   for field in ('rounds', 'clients_per_round', 'eval_every', 'eval_batch_size'):
     _positive_int(config, field)
+  if config.rounds > max_rounds():
+    _fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
+          f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
+          'counters)')
   if (isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int)
       or config.checkpoint_every < 0):
     _fail('checkpoint_every', config.checkpoint_every, 'an integer >= 0 (0 = no checkpoints)')
   if not isinstance(config.time_client_cost, bool):
     _fail('time_client_cost', config.time_client_cost, 'true or false')
-  if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
-    _fail('seed', config.seed, 'a non-negative integer')
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not \
+      0 <= config.seed <= MAX_SEED:
+    _fail('seed', config.seed, f'an integer 0 .. 2**32 - 1 = {MAX_SEED}')
   for field, names in (('data.name', data.DATASETS), ('model.name', models.MODELS),
                        ('method.name', algorithms.METHODS)):
     if _get(config, field) not in names:
       _fail(field, _get(config, field), ', '.join(names))
+  _check_method_fields(config)
+  for field, (lo, hi, lo_open, hi_open) in NUMBERS.items():
+    _number(config, field, lo, hi, lo_open, hi_open)
   num_clients = config.data.get('num_clients')
   if num_clients is not None:
     _positive_int(config, 'data.num_clients')
@@ -113,6 +214,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('simulation.client_parallelism', sim.client_parallelism,
           "'vmap', 'chunked_vmap', 'map' with simulation.num_devices != 1")
   algorithms.validate(config)
+
+
+def _check_method_fields(config) -> None:
+  """config.method has exactly its method's fields (algorithms.default_config), each of its type."""
+  from fedjax_intrinsic import algorithms
+  m = config.method
+  ref = algorithms.default_config(m.name)
+  for key in m.keys():
+    if key not in ref:
+      _fail(f'method.{key}', m[key], f'no such field of method.name={m.name!r}; its fields: '
+            + ', '.join(f'method.{k}' for k in ref.keys() if k != 'name'))
+    if not _same_kind(ref[key], m[key]):
+      _fail(f'method.{key}', m[key], _kind(ref[key]))
+  for key in ref.keys():
+    if key not in m:
+      raise ConfigError(f'method.{key} is missing for method.name={m.name!r}; allowed: the '
+                        f'method\'s own fields (:method={m.name} in the config argument sets them)')
 
 
 def server_optimizer(server: ml_collections.ConfigDict, rounds: int) -> optax.GradientTransformation:
@@ -181,6 +299,9 @@ def parse_arg(arg: str | None) -> dict:
     if '=' not in item:
       raise ConfigError(f'config argument {item!r} is invalid; allowed: key=value pairs separated by commas')
     key, value = item.split('=', 1)
+    if not key.strip():
+      raise ConfigError(f'config argument {item!r} has no key; allowed: key=value pairs separated '
+                        'by commas')
     for cast in (int, float):
       try:
         value = cast(value)
@@ -197,11 +318,17 @@ def check_resources(config: ml_collections.ConfigDict) -> None:
   Runs after `validate` and before any data is loaded or anything is compiled.
   """
   from fedjax_intrinsic import data
-  from fedjax_intrinsic.models import hf_checkpoint
+  from fedjax_intrinsic.models import bert, hf_checkpoint
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
-    if config.model.get('checkpoint') is not None:    # pretrained weights from a local file
-      hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+    if config.model.name == 'minilm_l6' and not config.model.get('checkpoint'):
+      bert.minilm_file('model.safetensors')          # the installed package's checkpoint
+    elif config.model.get('checkpoint') is not None:  # pretrained weights from a local file
+      if config.model.name == 'llama':                 # a .gguf file or a preset name
+        from fedjax_intrinsic.models import gguf_checkpoint
+        gguf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+      else:
+        hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
@@ -229,6 +356,18 @@ def _cast_like(old, value, field: str):
     if text not in ('true', 'false', '1', '0'):
       _fail(field, value, 'true or false')
     return text in ('true', '1')
+  if old is None:
+    return value
+  if isinstance(old, int):       # never round: a float given for an integer field is refused
+    if isinstance(value, bool) or not isinstance(value, int):
+      _fail(field, value, 'an integer')
+    return value
+  if isinstance(old, float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      _fail(field, value, 'a number')
+    return float(value)
+  if isinstance(old, str):
+    return str(value)
   try:
     return type(old)(value)
   except (TypeError, ValueError):
@@ -278,7 +417,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
     elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
       config[key] = _cast_like(config[key], value, key)
     else:
-      allowed = sorted(['method', 'model', 'data'] + list(config.method.keys()) +
+      allowed = sorted(['method', 'model', 'data'] + [k for k in config.method.keys() if k != 'name'] +
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
       raise ConfigError(f'config argument {key!r} is unknown; allowed: {", ".join(allowed)}')
   return config

@@ -25,45 +25,50 @@ import ml_collections
 import numpy as np
 
 from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, sharding, simulation
+from fedjax_intrinsic import preflight, workdir as workdir_lib
 from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.algorithms.base import local_sgd, model_loss, tree_bytes
 from fedjax_intrinsic.data import batching
 
 
 @contextlib.contextmanager
-def _as_config_error():
-  """Bad options found while building data, model or method are config errors (exit code 2)."""
+def _as_config_error(prefix: str = ''):
+  """A ValueError whose message starts with `prefix` is a config error (exit code 2): for the data
+  loaders, which check their files' content as they read them, and the round builder's checks."""
   try:
     yield
   except config_lib.ConfigError:
     raise
-  except (ValueError, TypeError) as e:
+  except ValueError as e:
+    if not str(e).startswith(prefix):
+      raise
     raise config_lib.ConfigError(str(e).splitlines()[0]) from e
 
 
 class Experiment:
   """Everything a run is built from, made once from a validated config (no rounds run yet)."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    config_lib.validate(config)
+  def __init__(self, config: ml_collections.ConfigDict, facts: Optional[preflight.Facts] = None):
+    """`facts`: what `preflight.check(config)` returned, when the caller ran it (else it runs here,
+    first: nothing is loaded or compiled before the whole config is checked)."""
+    if facts is None:
+      facts = preflight.check(config)
     self.config = config
     self.run_key = keys.run_key(config.seed)
     # Every round's sampling and round key, derived once (uint32[rounds + 1, 2], host-side).
     self.sample_keys = keys.per_round(keys.sample_key, self.run_key, config.rounds)
     self.round_keys = keys.per_round(keys.round_key, self.run_key, config.rounds)
     data_options = {k: v for k, v in config.data.items() if k != 'name'}
-    config_lib.check_resources(config)
-    with _as_config_error():
+    with _as_config_error():   # data files are user input: their content is checked as they load
       self.data = data_lib.get(config.data.name, key=keys.data_key(self.run_key), **data_options)
     if config.clients_per_round > self.data.num_clients:
       raise config_lib.ConfigError(
           f'clients_per_round={config.clients_per_round} is invalid; allowed: at most the '
           f'{self.data.num_clients} clients of data set {config.data.name!r}')
     x_shape = self.data.example_spec['x'][0]
-    model_options = {k: v for k, v in config.model.items() if k != 'name'}
-    with _as_config_error():
-      self.model = models.get(config.model.name, input_shape=tuple(x_shape),
-                              num_classes=self.data.num_classes, **model_options)
+    self.model, shapes = preflight.model_shapes(config, x_shape, self.data.num_classes)
+    if facts.num_params is None:   # the data's shape was known only now: the checks that need D
+      preflight.check_sizes(config, shapes)
     self.params0 = jax.jit(self.model.init)(keys.init_key(self.run_key))
     self.num_params = models.num_params(self.params0)
     ctx = algorithms.BuildContext(
@@ -71,8 +76,9 @@ class Experiment:
         server_optimizer=config_lib.server_optimizer(config.server, config.rounds),
         client_lr=config.client.lr, num_clients=self.data.num_clients, num_rounds=config.rounds,
         server_optimizer_stateless=config_lib.server_optimizer_is_stateless(config.server))
-    with _as_config_error():
-      self.algorithm = algorithms.get(config.method.name, config.method, ctx)
+    # Every rule a method checks at build time was checked above (preflight.check_sizes): an
+    # error from the build is a bug and keeps its traceback.
+    self.algorithm = algorithms.get(config.method.name, config.method, ctx)
     sim = config.simulation
     self.batch_size = config.client.batch_size or int(self.data.client_sizes.max())
     self.num_steps = config.client.local_steps or batching.steps_for_epochs(
@@ -81,12 +87,11 @@ class Experiment:
     # one pass; a fixed number of steps of smaller batches: fill every step (passes repeat).
     c = config.client
     self.epochs = c.local_epochs or (1 if c.batch_size == 0 else None)
-    with _as_config_error():
-      self.mesh = sharding.make_mesh(sim.get('num_devices', 1), sim.get('model_devices', 1))
+    self.mesh = sharding.make_mesh(sim.get('num_devices', 1), sim.get('model_devices', 1))
     self.cohort_size = simulation.padded_cohort_size(
         config.clients_per_round, sim.client_parallelism, sim.clients_per_chunk,
         sharding.mesh_size(self.mesh))
-    with _as_config_error():
+    with _as_config_error(prefix='simulation.'):   # its one-line checks of simulation.* fields
       self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
                                              sim.clients_per_chunk, sim.cohort_shortcut,
                                              model_name=config.model.name, mesh=self.mesh)
@@ -281,22 +286,8 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _json_default(x):
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (np.floating,)):
-    return float(x)
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  return str(x)
+  """Strict JSON (non-finite numbers as null), atomic and fsynced: `workdir.write_json`."""
+  workdir_lib.write_json(path, obj)
 
 
 def environment() -> dict:
@@ -317,29 +308,12 @@ def environment() -> dict:
           'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()]}
 
 
-def _read_lines(path: str, up_to_round: int) -> list[dict]:
-  """The metrics lines of rounds <= up_to_round already in `path` (none if it is missing)."""
-  if not os.path.exists(path):
-    return []
-  lines = []
-  with open(path) as f:
-    for text in f:
-      try:
-        line = json.loads(text)
-      except json.JSONDecodeError:    # a line cut by the interruption
-        break
-      if line['round'] > up_to_round:
-        break
-      lines.append(line)
-  return lines
-
-
 def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    if old != json.loads(json.dumps(config.to_dict(), default=_json_default)):
+    if old != workdir_lib.strict(config.to_dict()):
       raise config_lib.ConfigError(
           f'--workdir={workdir} holds checkpoints of a different config; allowed: the same config '
           '(to resume) or a new --workdir')
@@ -352,6 +326,10 @@ def diverged(loss: float, first_loss: float, ratio: float) -> bool:
   return bool(ratio) and math.isfinite(first_loss) and loss > ratio * abs(first_loss)
 
 
+def _say(text: str) -> None:
+  print(text, file=sys.stderr, flush=True)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         progress: Optional[Callable[[dict], None]] = None) -> dict:
   """Runs the experiment, writing metrics as it goes; returns the summary dict.
@@ -361,43 +339,50 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   fields aside).
   """
   t_start = time.time()
-  exp = Experiment(config)
+  facts = preflight.check(config, workdir)
   primary = sharding.is_primary()   # in a multi-process run only process 0 writes files
+  with workdir_lib.Lock(workdir) if primary else contextlib.nullcontext():
+    return _run_locked(config, workdir, progress, facts, t_start, primary)
+
+
+def _run_locked(config, workdir, progress, facts, t_start, primary) -> dict:
+  del facts      # Experiment checks again (pure and cheap), so subclasses keep Experiment(config)
+  exp = Experiment(config)
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   alg = exp.algorithm
   state = exp.init_state()
   client_cost = exp.client_cost(state) if config.time_client_cost else {}
   checkpointer = start = None
-  done = []
   if config.checkpoint_every:
     checkpointer = checkpoint.Checkpointer(workdir)
-    start = checkpointer.latest_round()
-    if start is not None:
+    if checkpointer.latest_round() is not None:
       _check_same_config(workdir, config)
-      state, ledger_state, tables = checkpointer.restore(
-          start, state, exp.ledger.state_dict(), exp.clients.state_dict())
-      exp.ledger.load_state_dict(ledger_state)
-      exp.clients.load_state_dict(tables)
-      done = _read_lines(metrics_path, start)
-      if len(done) != start:
-        raise RuntimeError(f'{metrics_path} has {len(done)} complete lines but the latest '
-                           f'checkpoint is of round {start}: the workdir is inconsistent')
+      start, restored = checkpointer.restore_newest_good(
+          state, exp.ledger.state_dict(), exp.clients.state_dict(), say=_say)
+      if start is not None:
+        state, ledger_state, tables = restored
+        exp.ledger.load_state_dict(ledger_state)
+        exp.clients.load_state_dict(tables)
+  log = workdir_lib.MetricsLog(metrics_path if primary else None, start or 0)
+  if start is not None and primary and len(log.kept) != start:
+    log.close()
+    raise RuntimeError(f'{metrics_path} has {len(log.kept)} complete lines but the checkpoint '
+                       f'resumed is of round {start}: the workdir is inconsistent')
+  if log.torn and start:
+    _say(f'{metrics_path}: dropped a torn line after round {start} (an interrupted write)')
   if primary:
     _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   status, diverged_round, last, first_loss = 'finished', None, {}, None
-  for line in done:
+  for line in log.kept:
     last.update(line)
-  with open(metrics_path if primary else os.devnull, 'w') as out:
-    for line in done:
-      out.write(json.dumps(line, default=_json_default) + '\n')
-    out.flush()
+  with log:
     for e in range((start or 0) + 1, config.rounds + 1):
       t0 = time.time()
       state, line = exp.run_round(state, e)
       line['time_round_s'] = time.time() - t0
       line.update(client_cost)
-      first_loss = (done or [line])[0]['train_loss'] if first_loss is None else first_loss
+      first_loss = (log.kept or [line])[0]['train_loss'] if first_loss is None else first_loss
       if diverged(line['train_loss'], first_loss, config.get('divergence_loss_ratio', 0.0)):
         status, diverged_round = 'diverged', e
       if e % config.eval_every == 0 or e == config.rounds or status == 'diverged':
@@ -405,10 +390,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         line.update(exp.evaluate(alg.model_params(state)))
         line['time_eval_s'] = time.time() - t1
       line['time_wall_s'] = time.time() - t_start
-      out.write(json.dumps(line, default=_json_default) + '\n')
-      out.flush()
+      log.append(line)
       last.update(line)
       if checkpointer is not None and e % config.checkpoint_every == 0 and status != 'diverged':
+        log.sync()     # the lines a checkpoint vouches for are on disk before it is
         checkpointer.save(e, state, exp.ledger.state_dict(), exp.clients.state_dict())
       if progress is not None:
         progress(line)

@@ -15,11 +15,17 @@ vocabularies with hand-derived encodings; not run here on the real 50,257 / 30,5
   first. `encode` never treats `<|endoftext|>` in the text specially: append
   `special_ids['eos']` yourself.
 - `bert(vocab_file, do_lower_case=True)`: BERT's WordPiece. `vocab.txt` holds one token per line
-  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters, whitespace ->
+  (id = line number). Basic tokenisation (drop NUL, U+FFFD and control characters (Unicode Cc, Cf,
+  Co, Cs; unassigned code points are kept, as in Hugging Face `tokenizers`), whitespace ->
   space, spaces around CJK ideographs, split on whitespace; lower-case and strip accents (NFD,
   drop Mn) when do_lower_case; split off every punctuation character; [UNK], [SEP], [PAD], [CLS],
   [MASK] are never split), then greedy longest-match-first WordPiece with `##` continuations; a word
   longer than 100 characters or with no full cover becomes [UNK].
+
+- `from_gguf(checkpoint)`: the byte-level BPE vocabulary stored in a GGUF file (tokens, merges, the
+  pre-tokenizer named by `tokenizer.ggml.pre`: `gpt2`, or `smollm` = every number character alone,
+  then GPT-2's pattern). Checked against Hugging Face `tokenizers` built from the same tokens and
+  merges on real text (tests/nlp/test_llama.py).
 
 The files come from the Hugging Face model repositories (`FILES` gives the address of each);
 a missing or empty path raises a one-line ValueError naming the argument and where to get it.
@@ -188,7 +194,15 @@ def gpt2(vocab_file: str, merges_file: str) -> Tokenizer:
   if ids != list(range(len(ids))):
     raise ValueError(f'vocab_file={vocab_file!r} has ids that are not 0 .. {len(ids) - 1} each '
                      'once; allowed: a GPT-2 vocab.json')
-  ranks = read_merges(merges_file)
+  special = {'eos': vocab[GPT2_EOS]} if GPT2_EOS in vocab else {}
+  return byte_level_bpe('gpt2', vocab, read_merges(merges_file), gpt2_pretokenize, special,
+                        f'vocab_file={vocab_file!r}')
+
+
+def byte_level_bpe(name: str, vocab: dict, ranks: dict, pretokenize: Callable[[str], list],
+                   special_ids: dict, source: str) -> Tokenizer:
+  """A byte-level BPE Tokenizer: vocab {token: id} (ids 0..V-1), ranks {(left, right): rank},
+  pretokenize(text) -> pieces; source names the vocabulary in error messages."""
   byte_enc = bytes_to_unicode()
   byte_dec = {c: b for b, c in byte_enc.items()}
   inverse = {i: t for t, i in vocab.items()}
@@ -198,17 +212,17 @@ def gpt2(vocab_file: str, merges_file: str) -> Tokenizer:
     return bpe_merge(''.join(byte_enc[b] for b in piece.encode('utf-8')), ranks)
 
   def tokenize(text: str) -> list:
-    return [t for piece in gpt2_pretokenize(text) for t in piece_tokens(piece)]
+    return [t for piece in pretokenize(text) for t in piece_tokens(piece)]
 
   def encode(text: str) -> list:
     out = []
-    for piece in gpt2_pretokenize(text):
+    for piece in pretokenize(text):
       if piece not in cache:
         toks = piece_tokens(piece)
         missing = [t for t in toks if t not in vocab]
         if missing:
-          raise ValueError(f'token {missing[0]!r} (from {piece!r}) is not in vocab_file='
-                           f'{vocab_file!r}; allowed: a vocab.json that matches merges.txt')
+          raise ValueError(f'token {missing[0]!r} (from {piece!r}) is not in {source}; allowed: '
+                           'a vocabulary that matches its merges')
         cache[piece] = [vocab[t] for t in toks]
       out.extend(cache[piece])
     return out
@@ -223,15 +237,88 @@ def gpt2(vocab_file: str, merges_file: str) -> Tokenizer:
         out.extend(token.encode('utf-8'))
     return out.decode('utf-8', errors='replace')
 
-  special = {'eos': vocab[GPT2_EOS]} if GPT2_EOS in vocab else {}
-  return Tokenizer('gpt2', len(vocab), tokenize, encode, decode, special)
+  return Tokenizer(name, len(vocab), tokenize, encode, decode, special_ids)
+
+
+# ----------------------------------------------------------------------------- GGUF vocabularies
+
+
+def smollm_pretokenize(text: str) -> list:
+  """llama.cpp's `smollm` pre-tokenizer (LLAMA_VOCAB_PRE_TYPE_SMOLLM; Hugging Face: Digits with
+  individual_digits, then ByteLevel): the regexes `\\p{N}` then GPT-2's pattern, applied in turn.
+
+  Every number character (Unicode N*) is a piece of its own; each run of text between them is split
+  by `gpt2_pretokenize` (llama.cpp lists GPT-2's pattern without its final `\\s+`, but it keeps
+  unmatched text as pieces, which gives the same split). ''.join(pieces) == text.
+  """
+  pieces, start = [], 0
+  for i, c in enumerate(text):
+    if _cat(c) == 'N':
+      if start < i:
+        pieces.extend(gpt2_pretokenize(text[start:i]))
+      pieces.append(c)
+      start = i + 1
+  if start < len(text):
+    pieces.extend(gpt2_pretokenize(text[start:]))
+  return pieces
+
+
+# GGUF `tokenizer.ggml.pre` -> pre-tokenizer (llama.cpp's names).
+GGUF_PRETOKENIZERS = {'gpt2': gpt2_pretokenize, 'smollm': smollm_pretokenize}
+
+
+def from_gguf(checkpoint: str, field: str = 'checkpoint') -> Tokenizer:
+  """The byte-level BPE tokenizer stored in a GGUF file (a path, or a preset of
+  models/gguf_checkpoint.py such as 'smollm2_135m').
+
+  Reads `tokenizer.ggml.model` (must be 'gpt2': byte-level BPE), `.tokens` (id = position),
+  `.merges` ('left right' strings by rank), `.pre` (a key of GGUF_PRETOKENIZERS) and the special
+  ids `.bos_token_id`, `.eos_token_id`, `.unknown_token_id`, `.padding_token_id` (as 'bos', 'eos',
+  'unk', 'pad' where present). `encode` adds no special token and treats none in the text
+  specially; token ids of the GGUF's control tokens are plain vocabulary entries here.
+  """
+  from fedjax_intrinsic.models import gguf_checkpoint  # pylint: disable=import-outside-toplevel
+  path = gguf_checkpoint.resolve(checkpoint, field)
+  meta = gguf_checkpoint.read_metadata(path)
+  kind, pre = meta.get('tokenizer.ggml.model'), meta.get('tokenizer.ggml.pre', 'gpt2')
+  if kind != 'gpt2':
+    raise ValueError(f'{field}={checkpoint!r} has tokenizer.ggml.model={kind!r}; allowed: '
+                     "'gpt2' (byte-level BPE)")
+  if pre not in GGUF_PRETOKENIZERS:
+    raise ValueError(f'{field}={checkpoint!r} has tokenizer.ggml.pre={pre!r}; allowed: '
+                     f'{", ".join(GGUF_PRETOKENIZERS)}')
+  tokens, merges = meta.get('tokenizer.ggml.tokens'), meta.get('tokenizer.ggml.merges')
+  if not tokens or not merges:
+    raise ValueError(f'{field}={checkpoint!r} lacks tokenizer.ggml.tokens or .merges; allowed: '
+                     'a GGUF with a byte-level BPE vocabulary')
+  vocab = {}
+  for i, t in enumerate(tokens):
+    vocab.setdefault(t, i)
+  if len(vocab) != len(tokens):
+    raise ValueError(f'{field}={checkpoint!r} repeats a token in tokenizer.ggml.tokens; allowed: '
+                     'distinct tokens')
+  ranks = {}
+  for rank, m in enumerate(merges):
+    parts = m.split(' ')
+    if len(parts) != 2:
+      raise ValueError(f'{field}={checkpoint!r} merge {rank} is {m!r}; allowed: two symbols '
+                       'separated by one space')
+    ranks.setdefault((parts[0], parts[1]), rank)
+  special = {name: int(meta[f'tokenizer.ggml.{key}_token_id'])
+             for name, key in (('bos', 'bos'), ('eos', 'eos'), ('unk', 'unknown'),
+                               ('pad', 'padding'))
+             if meta.get(f'tokenizer.ggml.{key}_token_id') is not None}
+  return byte_level_bpe(f'gguf:{pre}', vocab, ranks, GGUF_PRETOKENIZERS[pre], special,
+                        f'{field}={checkpoint!r}')
 
 
 # ----------------------------------------------------------------------------- BERT WordPiece
 
 
 def _is_control(c: str) -> bool:
-  return c not in '\t\n\r' and unicodedata.category(c).startswith('C')
+  # Cc, Cf, Co, Cs; unassigned code points (Cn) are kept (they become [UNK]), as Hugging Face's
+  # `tokenizers` does (Google's reference and HF's slow tokenizer drop every C* category).
+  return c not in '\t\n\r' and unicodedata.category(c) in ('Cc', 'Cf', 'Co', 'Cs')
 
 
 def _is_whitespace(c: str) -> bool:
@@ -313,9 +400,15 @@ def bert(vocab_file: str, do_lower_case: bool = True) -> Tokenizer:
   if missing:
     raise ValueError(f'vocab_file={vocab_file!r} lacks {", ".join(missing)}; allowed: a BERT '
                      'vocab.txt (one token per line, with [PAD], [UNK], [CLS], [SEP])')
+  pieces_of = {}                                 # word -> its pieces (a pure function: cached)
+
+  def pieces(word: str) -> list:
+    if word not in pieces_of:
+      pieces_of[word] = [word] if word in BERT_SPECIAL else wordpiece(word, vocab)
+    return pieces_of[word]
+
   def tokenize(text: str) -> list:
-    return [p for w in bert_basic_tokenize(text, do_lower_case)
-            for p in ([w] if w in BERT_SPECIAL else wordpiece(w, vocab))]
+    return [p for w in bert_basic_tokenize(text, do_lower_case) for p in pieces(w)]
 
   def encode(text: str) -> list:
     return [vocab[t] for t in tokenize(text)]

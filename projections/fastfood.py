@@ -21,7 +21,20 @@ L ||g||²``). This is Li et al.'s normaliser ``sqrt(L ||g||²)`` with the cut to
 ``lift``: z -> zero-pad to L -> ·B -> H -> Π (gather ``perm``) -> ·G -> H -> ·s -> first D.
 ``project`` is the exact adjoint, each step transposed in reverse order:
 x -> zero-pad to L -> ·s -> H -> ·G -> Πᵀ (gather ``inv_perm``) -> H -> ·B -> first d.
-Cost per call: two WHTs of length L plus a gather; no D x d matrix ever exists.
+
+How it is computed: one WHT of length L per call, plus one of length ``n`` = the next power
+of two >= d. With Sylvester ordering, an index ``i < n`` satisfies
+``H_L[i, m] = H_n[i, m mod n]``, so
+- in ``lift``, ``H (B z)`` (nonzero on the first d entries only) is ``H_n (B z)[:n]`` tiled
+  L/n times, and ``Π`` of it reads ``u[perm[i] mod n]`` from that length-n vector
+  (``tile_gather``);
+- in ``project``, ``(H w)[:n] = H_n fold(w)`` with ``fold(w)[j] = Σ_{m mod n = j} w[m]``,
+  and ``fold(Πᵀ v)[j] = Σ_{k: perm[k] mod n = j} v[k]`` (``perm_fold``: on CPU a scatter-add
+  by ``perm`` into n buckets, elsewhere a gather by ``inv_perm`` and a sum).
+These are identities of the same operator (not approximations): results match the
+literal product above up to float summation order. ``tile_gather`` and ``perm_fold`` are
+primitives (``projections.native.cpu_primitive``), each the other's transpose, computed by
+the C++ kernels on CPU and by gathers elsewhere; no D x d matrix ever exists.
 
 State (``FastfoodState``): ``signs: f32[L]``, ``perm, inv_perm: int32[L]``,
 ``gauss: f32[L]``, ``scale: f32[]``; 16·L bytes. ``init`` draws all of it once per subspace
@@ -36,25 +49,15 @@ The permutation Π (option ``permutation``):
   elementwise (no sort, no scatter). Π is a bijection for every key but is drawn from the
   keyed family, not exactly uniformly from all L! permutations; everything above that
   makes ``E[AᵀA] = I_d`` holds for any fixed Π (conditioning on Π), so the normalisation is
-  unchanged. The indices are stored rather than recomputed in ``lift``/``project``: at
-  L = 2^22, one project + one lift (two WHTs and a gather each) took 0.088 s with stored
-  indices and 0.36 s recomputing them inside the jitted call.
+  unchanged. The indices are stored rather than recomputed in ``lift``/``project``
+  (recomputing them in every call is slower: ``benchmarks/README.md``).
 - ``'sort'``: an exactly uniform ``jax.random.permutation`` (a sort of L random keys) and
   its inverse by scatter: what earlier versions did.
 The signs and Gaussians are the same draws under both options; only Π differs.
 
-``init`` time (jit, after compilation; median of 7 runs for 'feistel' and 3 for 'sort'),
-measured on this project's 2-core CPU host:
-
-  ============  ========  ========  ========
-  L             2^20      2^22      2^24
-  ============  ========  ========  ========
-  'feistel'     0.017 s   0.087 s   0.40 s
-  'sort'        0.61 s    3.5 s     15.4 s
-  ============  ========  ========  ========
-
-With 'feistel' the cost is the Gaussian and sign draws plus the two elementwise index maps;
-'sort' grows like L log L and is impractical for one fresh subspace per round at large L.
+``init`` costs O(L) with 'feistel' (the Gaussian and sign draws plus two elementwise index
+maps) and O(L log L) with 'sort' (impractical for one fresh subspace per round at large L);
+measured figures: ``benchmarks/README.md``.
 """
 from typing import NamedTuple
 
@@ -63,6 +66,7 @@ import jax.numpy as jnp
 
 from projections import base
 from projections import hadamard
+from projections import native
 
 PERMUTATIONS = ('feistel', 'sort')
 FEISTEL_ROUNDS = 6
@@ -152,6 +156,44 @@ def feistel_inverse(keys: jax.Array, y: jax.Array, n_bits: int) -> jax.Array:
   return y.astype(jnp.int32)
 
 
+def _tile_gather_xla(u: jax.Array, perm: jax.Array, inv_perm: jax.Array, n: int) -> jax.Array:
+  """``out[..., i] = u[..., perm[i] mod n]``: u f[..., n] (n a power of two), perm i32[L]."""
+  del inv_perm
+  return u[..., perm & (n - 1)]
+
+
+def _perm_fold_xla(v: jax.Array, perm: jax.Array, inv_perm: jax.Array, n: int) -> jax.Array:
+  """``out[..., j] = Σ_{k: perm[k] mod n = j} v[..., k]``: v f[..., L] -> f[..., n]."""
+  del perm
+  w = v[..., inv_perm]  # w[m] = v[inv_perm[m]]: as m runs over [0, L), so does k = inv_perm[m]
+  return w.reshape(v.shape[:-1] + (v.shape[-1] // n, n)).sum(axis=-2)
+
+
+def tile_gather(u: jax.Array, perm: jax.Array, inv_perm: jax.Array) -> jax.Array:
+  """``u[..., perm[i] mod n]`` for i < L: u f[..., n] (n a power of two <= L) -> f[..., L].
+
+  Linear in u; its transpose is ``perm_fold(., perm, inv_perm, n)``. ``inv_perm`` (the
+  inverse permutation of ``perm``) is read only by ``perm_fold``'s pure-JAX lowering.
+  """
+  return tile_gather_p.bind(u, perm, inv_perm, n=u.shape[-1])
+
+
+def perm_fold(v: jax.Array, perm: jax.Array, inv_perm: jax.Array, n: int) -> jax.Array:
+  """``Σ_{k: perm[k] mod n = j} v[..., k]`` for j < n: v f[..., L] -> f[..., n].
+
+  Linear in v; its transpose is ``tile_gather(., perm, inv_perm)``. n: a power of two <= L.
+  """
+  return perm_fold_p.bind(v, perm, inv_perm, n=n)
+
+
+tile_gather_p = native.cpu_primitive(
+    'fedjax_tile_gather', _tile_gather_xla, native.TARGET_GATHER_TILE,
+    transpose_fn=lambda ct, perm, inv_perm, n: perm_fold(ct, perm, inv_perm, n))
+perm_fold_p = native.cpu_primitive(
+    'fedjax_perm_fold', _perm_fold_xla, native.TARGET_FOLD_PERM,
+    transpose_fn=lambda ct, perm, inv_perm, n: tile_gather(ct, perm, inv_perm))
+
+
 def fastfood(D: int, d: int, wht_method: str | None = None,
              permutation: str = 'feistel') -> base.Projection:
   """A Fastfood operator ``A: f[D, d]`` with ``E[AᵀA] = I_d``.
@@ -159,8 +201,8 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
   Args:
     D: ambient dimension, >= 1.
     d: subspace dimension, 1 <= d <= D.
-    wht_method: ``projections.hadamard`` method ('kron', 'butterfly') or None for the
-      backend default, chosen when the function is traced.
+    wht_method: ``projections.hadamard`` method ('native', 'kron', 'butterfly') or None
+      for the backend default, chosen when the function is traced.
     permutation: how ``init`` draws Π: 'feistel' (default; a keyed 6-round Feistel bijection
       of ``[0, L)`` evaluated elementwise, O(L) and cheap) or 'sort' (an exactly uniform
       permutation from ``jax.random.permutation``, a sort of L keys: slow for large L).
@@ -175,6 +217,7 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
   if permutation not in PERMUTATIONS:
     raise ValueError(f'permutation: must be one of {PERMUTATIONS}, got {permutation!r}')
   L = hadamard.next_power_of_two(max(D, d))
+  n = hadamard.next_power_of_two(d)  # the block the first / last WHT works on
   where = f'fastfood(D={D}, d={d})'
 
   def wht(v):
@@ -203,9 +246,8 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
     """``x = A z``. z: f[d] -> f[D]."""
     z = base.check_vector(z, d, 'z', where + '.lift')
     dt = base.compute_dtype(z.dtype)
-    v = jnp.pad(z.astype(dt), (0, L - d))
-    v = wht(v * state.signs.astype(dt))
-    v = v[state.perm] * state.gauss.astype(dt)
+    u = wht(jnp.pad(z.astype(dt) * state.signs[:d].astype(dt), (0, n - d)))  # (H B z)[:n]
+    v = tile_gather(u, state.perm, state.inv_perm) * state.gauss.astype(dt)  # G Π H B z
     v = wht(v) * state.scale.astype(dt)
     return v[:D].astype(z.dtype)
 
@@ -214,8 +256,8 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
     x = base.check_vector(x, D, 'x', where + '.project')
     dt = base.compute_dtype(x.dtype)
     v = jnp.pad(x.astype(dt), (0, L - D)) * state.scale.astype(dt)
-    v = wht(v) * state.gauss.astype(dt)
-    v = wht(v[state.inv_perm]) * state.signs.astype(dt)
-    return v[:d].astype(x.dtype)
+    v = wht(v) * state.gauss.astype(dt)                                      # G H s x
+    u = wht(perm_fold(v, state.perm, state.inv_perm, n))                     # (H Πᵀ v)[:n]
+    return (u[:d] * state.signs[:d].astype(dt)).astype(x.dtype)
 
   return base.Projection(D=D, d=d, init=init, project=project, lift=lift, name='fastfood')

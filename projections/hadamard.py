@@ -1,12 +1,19 @@
-"""Fast Walsh-Hadamard transform (unnormalised, Sylvester order), two implementations.
+"""Fast Walsh-Hadamard transform (unnormalised, Sylvester order), three implementations.
 
 ``fwht(x)`` returns ``x @ H_L`` along the last axis, with ``H_L`` the L x L Sylvester
 Hadamard matrix (entries ±1, ``H_1 = [1]``, ``H_2m = [[H_m, H_m], [H_m, -H_m]]``), so
 ``H_L`` is symmetric and ``H_L @ H_L = L * I``. ``x: f[..., L]`` with ``L`` a power of two;
 leading axes are a batch (``vmap`` works too). Output dtype = input dtype; bfloat16 and
-float16 inputs are computed in float32.
+float16 inputs are computed in float32. Every method is pure, jittable, vmappable and
+differentiable (the transform is linear and self-adjoint: its VJP and its transpose are the
+transform itself).
 
 Methods:
+- ``'native'``: the JAX primitive ``fwht_p``. On the CPU backend it lowers to the
+  cache-blocked C++ kernel of ``projections.native`` (float32; float64 and a machine where
+  the kernel cannot be built use ``'butterfly'``); on every other platform it lowers to
+  ``'kron'``. Its JVP and transpose rules bind ``fwht_p`` again; its batching rule folds
+  the batch into the leading axes.
 - ``'kron'``: ``H_L = H_{2^a1} ⊗ H_{2^a2} ⊗ ...`` with factors of at most ``block``
   (default 128) entries. The vector is reshaped to ``[..., 2^a1, 2^a2, ...]`` and each axis
   is multiplied by a small dense Sylvester matrix (einsum at HIGHEST precision), so the
@@ -14,7 +21,7 @@ Methods:
 - ``'butterfly'``: ``log2 L`` passes of reshape-add-sub, ``L log2 L`` adds.
 
 ``default_wht_method(backend)`` picks one per backend; ``benchmarks/projections.py``
-measures both and is where this choice should be revisited.
+measures all three (figures in ``benchmarks/README.md``).
 """
 import functools
 
@@ -22,15 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ('butterfly', 'kron')
+from projections import native
 
-# Measured on this project's 2-core CPU host (jax 0.10.2, float32, one vector, jit, min /
-# median of 21 calls after warm-up, other jobs running; one `x * 2.0` pass takes 0.09 ms
-# at 2^20 and 0.31 ms at 2^22):
-#   L = 2^20: butterfly  1.8 /  2.2 ms; kron block 128  4.2 /  5.8 ms (block 16: 2.1 / 2.3)
-#   L = 2^22: butterfly 19.6 / 20.8 ms; kron block 128 24.2 / 27.8 ms (block 32: 20.3 / 23.0)
-# so the CPU default is the butterfly.
-_CPU_DEFAULT = 'butterfly'
+METHODS = ('native', 'butterfly', 'kron')
 
 
 def default_wht_method(backend: str) -> str:
@@ -39,12 +40,15 @@ def default_wht_method(backend: str) -> str:
   Args:
     backend: e.g. ``jax.default_backend()``: 'cpu', 'gpu', 'cuda', 'rocm', 'tpu'.
   Returns:
-    One of ``METHODS``. CPU: the faster one in the measurement above. Accelerators with
-    matrix units (GPU, TPU and any other backend): 'kron'.
+    One of ``METHODS``. CPU: 'native' when ``projections.native.available()`` (it builds
+    the kernel on the first call), else 'butterfly'. Accelerators with matrix units (GPU,
+    TPU and any other backend): 'kron'.
   """
   if not isinstance(backend, str):
     raise ValueError(f'backend: expected a backend name string such as "cpu", got {backend!r}')
-  return _CPU_DEFAULT if backend.lower() == 'cpu' else 'kron'
+  if backend.lower() != 'cpu':
+    return 'kron'
+  return 'native' if native.available() else 'butterfly'
 
 
 def sylvester(n: int, dtype=np.float32) -> np.ndarray:
@@ -117,7 +121,7 @@ def fwht(x: jax.Array, method: str | None = None) -> jax.Array:
 
   Args:
     x: f[..., L], L a power of two; leading axes are a batch.
-    method: 'kron', 'butterfly' or None for ``default_wht_method(jax.default_backend())``.
+    method: 'native', 'kron', 'butterfly' or None for ``default_wht_method(jax.default_backend())``.
   Returns:
     f[..., L] in x's dtype.
   """
@@ -137,10 +141,22 @@ def fwht(x: jax.Array, method: str | None = None) -> jax.Array:
 def _fwht_jit(x: jax.Array, method: str, compute) -> jax.Array:
   """Jitted so that eager callers do not dispatch log2(L) passes one by one."""
   y = x.astype(compute)
-  y = fwht_kron(y) if method == 'kron' else fwht_butterfly(y)
+  if method == 'native':
+    y = fwht_p.bind(y)
+  else:
+    y = fwht_kron(y) if method == 'kron' else fwht_butterfly(y)
   return y.astype(x.dtype)
 
 
 def next_power_of_two(n: int) -> int:
   """Smallest power of two >= n (n >= 1)."""
   return 1 << (int(n) - 1).bit_length()
+
+
+# The 'native' primitive ---------------------------------------------------------------
+
+# CPU: the C++ kernel (float32), else the butterfly; every other platform: kron. Linear and
+# self-adjoint, so its transpose (and VJP) is itself.
+fwht_p = native.cpu_primitive(
+    'fedjax_fwht', fwht_kron, native.TARGET_FWHT,
+    transpose_fn=lambda ct: fwht_p.bind(ct), cpu_fallback_fn=fwht_butterfly)

@@ -25,11 +25,14 @@ coordinate ``i`` are recomputed elementwise over ``arange(D)`` in ``sketch`` and
 ``6 * rows`` coefficients. ``count_sketch(..., cache_buckets=True)`` opts in to storing the
 signed buckets, ``i32[rows, D]``, in the state instead.
 
-Accumulation is one scatter-add per row into ``f[cols]``. Measured on this 2-core CPU (jax
-0.10.2, D = 2^22, rows = 5, cols = 2^16, other jobs running, medians of interleaved runs):
-per-row scatter-add ~0.4-0.5 s, per-row ``segment_sum`` the same, one flat ``segment_sum``
-over ``rows * cols`` segments 2.3-2.8x slower; the hashes alone ~0.11-0.15 s; ``estimate``
-~0.2 s (~0.07 s with cached buckets). XLA:CPU scatters serially, ~15 ns per update here.
+Accumulation (``sketch``): a primitive (``projections.native.cpu_primitive``) computed on CPU
+by a C++ kernel (``projections/csrc/kernels.cc``: the same hashes in exact 64-bit integer
+arithmetic, scatter-added row by row, two threads with private tables summed at the end),
+and elsewhere (or where the kernel cannot be built) by one XLA scatter-add per row. Results
+agree up to float summation order. It is linear in ``x`` (JVP and transpose rules: the
+transpose is ``Σ_r s_r(i) table[r, h_r(i)]``), and under ``vmap`` over vectors it is one
+kernel call; ``vmap`` over states uses the XLA formulation. Measured figures:
+``benchmarks/README.md``.
 """
 from typing import Callable, NamedTuple
 
@@ -37,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from projections import base
+from projections import native
 from projections import sparsify
 
 PRIME = 2**31 - 1  # Mersenne prime: every hash value and coefficient lies in [0, PRIME).
@@ -143,6 +147,71 @@ def median_rows(v: jax.Array) -> jax.Array:
   return xs[rows // 2]
 
 
+def _hashes(bucket_coeffs: jax.Array, sign_coeffs: jax.Array, r: int, D: int,
+            cols: int) -> tuple[jax.Array, jax.Array]:
+  """Row ``r``'s buckets i32[D] and sign bits bool[D] (True means -1), from coefficients."""
+  i = jnp.arange(D, dtype=jnp.uint32)
+  return bucket_hash(bucket_coeffs[r], i, cols), sign_bit(sign_coeffs[r], i)
+
+
+def _unsign(signed_buckets: jax.Array, r: int) -> tuple[jax.Array, jax.Array]:
+  """Row ``r``'s buckets and sign bits from the cached signed buckets i32[rows, D]."""
+  sb = signed_buckets[r]
+  neg = sb < 0
+  return jnp.where(neg, -1 - sb, sb), neg
+
+
+def _scatter_rows(x: jax.Array, row_hashes: list, cols: int) -> jax.Array:
+  """``table[..., r, j] = Σ_{i: h_r(i) = j} s_r(i) x[..., i]``: x f[..., D]."""
+  lead = x.shape[:-1]
+  xf = x.reshape((-1, x.shape[-1]))
+  table = []
+  for buckets, neg in row_hashes:
+    table.append(jnp.zeros((xf.shape[0], cols), x.dtype).at[:, buckets].add(
+        jnp.where(neg, -xf, xf), mode='promise_in_bounds'))
+  return jnp.stack(table, axis=1).reshape(lead + (len(row_hashes), cols))
+
+
+def _gather_rows(table: jax.Array, row_hashes: list) -> jax.Array:
+  """The transpose of ``_scatter_rows``: ``Σ_r s_r(i) table[..., r, h_r(i)]``: f[..., D]."""
+  out = 0
+  for r, (buckets, neg) in enumerate(row_hashes):
+    g = table[..., r, :][..., buckets]
+    out = out + jnp.where(neg, -g, g)
+  return out
+
+
+def _sketch_hashed_xla(x, bucket_coeffs, sign_coeffs, cols):
+  rows, D = bucket_coeffs.shape[0], x.shape[-1]
+  return _scatter_rows(x, [_hashes(bucket_coeffs, sign_coeffs, r, D, cols)
+                           for r in range(rows)], cols)
+
+
+def _sketch_hashed_t(ct, bucket_coeffs, sign_coeffs, cols, D):
+  return _gather_rows(ct, [_hashes(bucket_coeffs, sign_coeffs, r, D, cols)
+                           for r in range(bucket_coeffs.shape[0])])
+
+
+def _sketch_cached_xla(x, signed_buckets, cols):
+  return _scatter_rows(x, [_unsign(signed_buckets, r)
+                           for r in range(signed_buckets.shape[0])], cols)
+
+
+def _sketch_cached_t(ct, signed_buckets, cols):
+  return _gather_rows(ct, [_unsign(signed_buckets, r)
+                           for r in range(signed_buckets.shape[0])])
+
+
+# table f[..., rows, cols] of x f[..., D]; params: cols (and D, for the transpose).
+_sketch_hashed_p = native.cpu_primitive(
+    'fedjax_count_sketch_hashed', lambda x, bc, sc, cols, D: _sketch_hashed_xla(x, bc, sc, cols),
+    native.TARGET_SKETCH_HASHED, transpose_fn=_sketch_hashed_t,
+    attrs=lambda params: {'cols': params['cols']})
+_sketch_cached_p = native.cpu_primitive(
+    'fedjax_count_sketch_cached', _sketch_cached_xla, native.TARGET_SKETCH_CACHED,
+    transpose_fn=_sketch_cached_t, attrs=lambda params: {'cols': params['cols']})
+
+
 def count_sketch(D: int, rows: int, cols: int, *,
                  cache_buckets: bool = False) -> CountSketch:
   """A count sketch of ``f[D]`` vectors into ``f[rows, cols]`` tables.
@@ -170,12 +239,8 @@ def count_sketch(D: int, rows: int, cols: int, *,
   def row_hashes(state: CountSketchState, r: int) -> tuple[jax.Array, jax.Array]:
     """Row ``r``'s buckets i32[D] and sign bits bool[D] (True means -1)."""
     if state.signed_buckets is not None:
-      sb = state.signed_buckets[r]
-      neg = sb < 0
-      return jnp.where(neg, -1 - sb, sb), neg
-    i = jnp.arange(D, dtype=jnp.uint32)
-    return (bucket_hash(state.bucket_coeffs[r], i, cols),
-            sign_bit(state.sign_coeffs[r], i))
+      return _unsign(state.signed_buckets, r)
+    return _hashes(state.bucket_coeffs, state.sign_coeffs, r, D, cols)
 
   def init(key: jax.Array) -> CountSketchState:
     k1, k2 = jax.random.split(key)
@@ -203,12 +268,12 @@ def count_sketch(D: int, rows: int, cols: int, *,
     """``x: f[D] -> table f[rows, cols]``; linear in ``x``."""
     x = base.check_vector(x, D, 'x', f'{where}.sketch')
     xc = x.astype(base.compute_dtype(x.dtype))
-    table = []
-    for r in range(rows):
-      buckets, neg = row_hashes(state, r)
-      table.append(jnp.zeros((cols,), xc.dtype).at[buckets].add(
-          jnp.where(neg, -xc, xc), mode='promise_in_bounds'))
-    return jnp.stack(table).astype(x.dtype)
+    if state.signed_buckets is not None:
+      table = _sketch_cached_p.bind(xc, state.signed_buckets, cols=cols)
+    else:
+      table = _sketch_hashed_p.bind(xc, state.bucket_coeffs, state.sign_coeffs, cols=cols,
+                                    D=D)
+    return table.astype(x.dtype)
 
   def estimate(state: CountSketchState, table: jax.Array) -> jax.Array:
     """``table: f[rows, cols] -> f[D]``: ``median_r s_r(i) table[r, h_r(i)]``."""

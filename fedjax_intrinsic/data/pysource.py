@@ -12,13 +12,16 @@ Pinned module list (the rule; the list itself, the Python version and a content 
   test modules);
 - `sha256`: over the sorted list, of each module's name, a NUL byte, its length in bytes (decimal),
   a NUL byte and its bytes. A config may pin `expected_sha256`; a different corpus is an error.
-Examples: a file's bytes cut into non-overlapping windows of seq_len + 1 bytes from its start (a
-shorter tail is dropped); x = window[:-1], y = window[1:], both int32[seq_len] in 0..255. The
-vocabulary is the 256 byte values, with nothing reserved (every window is full, so no padding token
-is needed; batch masks work per example). Per module (training client or held-out module) at most
-`max_windows` windows (default 64; None = all) are kept, evenly spaced over the file
-(windows floor(j * W / max_windows), j < max_windows, of its W), so the data are a pure function of
-the corpus and the options: the run's key does not enter.
+Examples: a file's token ids cut into non-overlapping windows of seq_len + 1 ids from its start (a
+shorter tail is dropped); x = window[:-1], y = window[1:], both int32[seq_len]. Vocabulary
+(`tokenizer`, see data/lm_text.py): None (default) = the 256 byte values, with nothing reserved;
+a GGUF path or preset such as 'smollm2_135m' = that file's byte-level BPE over the file's UTF-8
+text (for a pretrained model of the same GGUF; num_classes = its vocabulary, 49,152). Every window
+is full, so no padding token is needed; batch masks work per example. Per module (training client
+or held-out module) at most `max_windows` windows (default 64; None = all) are kept, evenly spaced
+over the file (windows floor(j * W / max_windows), j < max_windows, of its W), so the data are a
+pure function of the corpus and the options: the run's key does not enter. With a BPE tokenizer
+every training module must still yield a window (else ValueError naming it; raise min_bytes).
 """
 import hashlib
 import os
@@ -29,6 +32,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from fedjax_intrinsic.data import lm_text
 from fedjax_intrinsic.data.base import FederatedData
 
 VOCAB_SIZE = 256
@@ -81,14 +85,10 @@ def split_of(i: int) -> str:
   return 'test' if i % 10 == 9 else 'validation' if i % 10 == 4 else 'train'
 
 
-def windows(content: bytes, seq_len: int, max_windows: Optional[int]) -> np.ndarray:
+def windows(content: bytes, seq_len: int, max_windows: Optional[int],
+            tokenizer: Optional[str] = None) -> np.ndarray:
   """int32[W', seq_len + 1]: non-overlapping windows from the start, at most max_windows, spaced."""
-  buf = np.frombuffer(content, np.uint8)
-  count = len(buf) // (seq_len + 1)
-  w = buf[:count * (seq_len + 1)].reshape(count, seq_len + 1)
-  if max_windows is not None and count > max_windows:
-    w = w[(np.arange(max_windows) * count) // max_windows]
-  return w.astype(np.int32)
+  return lm_text.windows(lm_text.encode(tokenizer, content), seq_len, max_windows)
 
 
 def _read(source_dir: str, min_bytes: int, max_bytes: int) -> dict[str, bytes]:
@@ -112,20 +112,24 @@ def _check_hash(digest: str, expected_sha256: Optional[str], source_dir: str) ->
 
 def check_available(*, source_dir: Optional[str] = None, seq_len: int = 64,
                     max_windows: Optional[int] = 64, min_bytes: int = 4096,
-                    max_bytes: int = 1 << 20, expected_sha256: Optional[str] = None) -> None:
-  """Raises ValueError unless the corpus is readable, non-empty and matches expected_sha256."""
+                    max_bytes: int = 1 << 20, expected_sha256: Optional[str] = None,
+                    tokenizer: Optional[str] = None) -> None:
+  """Raises ValueError unless the corpus is readable, non-empty and matches expected_sha256 and
+  the tokenizer's file exists."""
   source_dir = default_source_dir() if source_dir is None else source_dir
   _check_options(source_dir, seq_len, max_windows, min_bytes, max_bytes)
+  lm_text.check(tokenizer)
   _check_hash(corpus_sha256(_read(source_dir, min_bytes, max_bytes)), expected_sha256, source_dir)
 
 
 def load(*, key: jax.Array, source_dir: Optional[str] = None, seq_len: int = 64,
          max_windows: Optional[int] = 64, min_bytes: int = 4096, max_bytes: int = 1 << 20,
-         expected_sha256: Optional[str] = None) -> FederatedData:
+         expected_sha256: Optional[str] = None, tokenizer: Optional[str] = None) -> FederatedData:
   """The pysource data set; `key` is accepted for the common interface and unused (see above)."""
   del key
   source_dir = default_source_dir() if source_dir is None else source_dir
   _check_options(source_dir, seq_len, max_windows, min_bytes, max_bytes)
+  lm_text.check(tokenizer)
   contents = _read(source_dir, min_bytes, max_bytes)
   digest = corpus_sha256(contents)
   _check_hash(digest, expected_sha256, source_dir)
@@ -134,13 +138,18 @@ def load(*, key: jax.Array, source_dir: Optional[str] = None, seq_len: int = 64,
   for i, name in enumerate(names):
     groups[split_of(i)].append(name)
 
-  per_client = [windows(contents[m], seq_len, max_windows) for m in groups['train']]
+  per_client = [windows(contents[m], seq_len, max_windows, tokenizer) for m in groups['train']]
   sizes = np.array([len(w) for w in per_client], np.int64)
+  empty = [m for m, n in zip(groups['train'], sizes) if n == 0]
+  if empty:
+    raise ValueError(f'min_bytes={min_bytes} is invalid for seq_len={seq_len} and tokenizer='
+                     f'{tokenizer!r}: module {empty[0]!r} yields no window of seq_len + 1 tokens; '
+                     'allowed: a larger min_bytes (or a smaller seq_len)')
   train_w = np.concatenate(per_client)
-  held = {split: np.concatenate([windows(contents[m], seq_len, max_windows) for m in groups[split]]
-                                 or [np.zeros((0, seq_len + 1), np.int32)])
+  held = {split: lm_text.stack([windows(contents[m], seq_len, max_windows, tokenizer)
+                                for m in groups[split]], seq_len)
           for split in ('validation', 'test')}
-  as_xy = lambda w: {'x': np.ascontiguousarray(w[:, :-1]), 'y': np.ascontiguousarray(w[:, 1:])}
+  as_xy = lm_text.as_xy
   metadata = {
       'source': 'python stdlib source', 'python_version': platform.python_version(),
       'source_dir': source_dir, 'sha256': digest, 'modules': names,
@@ -150,12 +159,13 @@ def load(*, key: jax.Array, source_dir: Optional[str] = None, seq_len: int = 64,
       'test_modules': groups['test'],
       'corpus_bytes': int(sum(len(c) for c in contents.values())),
       'seq_len': int(seq_len), 'max_windows': None if max_windows is None else int(max_windows),
-      'vocab': 'bytes 0..255, none reserved',
+      'vocab': lm_text.describe(tokenizer), 'tokenizer': tokenizer,
       'num_clients': len(groups['train']),
       'split': {'train': int(len(train_w)), 'validation': int(len(held['validation'])),
                 'test': int(len(held['test']))},
   }
   return FederatedData(
-      name='pysource', task='language_model', num_classes=VOCAB_SIZE, train=as_xy(train_w),
+      name='pysource', task='language_model', num_classes=lm_text.vocab_size(tokenizer),
+      train=as_xy(train_w),
       client_offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
       validation=as_xy(held['validation']), test=as_xy(held['test']), metadata=metadata)

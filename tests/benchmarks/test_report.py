@@ -1,11 +1,14 @@
-"""benchmarks.report: rows checked against the cells' own summaries, reference columns, PNGs."""
+"""benchmarks.report: rows checked against the cells' own summaries, reference columns, PNGs; the
+report and a resumed sweep from the packed files alone (benchmarks.results_store)."""
 import json
 import os
+import shutil
 import statistics
 
 import pytest
 
 from benchmarks import report
+from benchmarks import results_store
 from benchmarks import sweep as sweep_lib
 from tests.benchmarks.test_sweep import tiny_sweep, write_tiny_config
 
@@ -125,3 +128,75 @@ def test_write_report_files(swept):
 def test_missing_sweep_raises(tmp_path):
   with pytest.raises(ValueError, match='sweep.json'):
     report.load_sweep(str(tmp_path))
+
+
+def exact(value) -> str:
+  """A text that two values share iff they are equal, NaN included (json.dumps writes NaN)."""
+  return json.dumps(value, sort_keys=True)
+
+
+def packed_copy(s, work, tmp_path) -> str:
+  """A copy of the sweep `work` packed, without its cell directories (a fresh clone's layout)."""
+  out = str(tmp_path / 'tiny')
+  shutil.copytree(work, out)
+  results_store.pack(out)
+  for c in sweep_lib.expand(s):
+    shutil.rmtree(os.path.join(out, c.name))
+  return out
+
+
+def test_report_from_the_packed_files_alone_is_the_same(swept, tmp_path):
+  s, work = swept
+  cells = sweep_lib.expand(s)
+  copied = str(tmp_path / 'with_cells')
+  shutil.copytree(work, copied)
+  paths = report.write_report(copied)         # reads the cell directories and packs them
+  before = {name: open(path, 'rb').read() for name, path in paths.items()}
+  files = {(c.name, k): results_store.read_cell(copied, c.name, k) for c in cells
+           for k in results_store.CELL_FILES}
+  metrics = {c.name: [{k: v for k, v in line.items() if not k.startswith('time_')}
+                      for line in report.read_metrics(os.path.join(copied, c.name,
+                                                                   'metrics.jsonl'))]
+             for c in cells}
+  states = {c.name: sweep_lib.cell_state(copied, c) for c in cells}
+  lines = [json.loads(l) for l in open(os.path.join(copied, results_store.CELLS))]
+  assert [l['name'] for l in lines] == [c.name for c in cells]
+  curves = [json.loads(l)['name'] for l in open(os.path.join(copied, results_store.CURVES))]
+  assert curves == [c.name for c in cells]    # finished and diverged cells have curves
+
+  packed = copied
+  for c in cells:
+    shutil.rmtree(os.path.join(packed, c.name))
+  # .lock: the sweep's workdir lock (git-ignored)
+  assert sorted(set(os.listdir(packed)) - {'.lock'}) == sorted(['sweep.json', results_store.CELLS,
+                                               results_store.CURVES, *paths])
+  for (name, kind), value in files.items():
+    assert exact(results_store.read_cell(packed, name, kind)) == exact(value), (name, kind)
+  for name, want in metrics.items():
+    assert exact(results_store.read_metrics(packed, name)) == exact(want), name
+  assert {c.name: sweep_lib.cell_state(packed, c) for c in cells} == states
+  paths = report.write_report(packed)
+  after = {name: open(path, 'rb').read() for name, path in paths.items()}
+  assert after == before                      # report.md, report.json and the three PNGs
+
+
+def test_a_sweep_resumed_from_packed_cells_runs_only_the_new_ones(swept, tmp_path):
+  s, work = swept
+  work = packed_copy(s, work, tmp_path)
+  old_lines = open(os.path.join(work, results_store.CELLS)).read().splitlines()
+  ran = []
+  sweep_lib.run_sweep(s, work, progress=lambda c, line: ran.append(c.name), log=lambda _: None)
+  assert ran == [] and results_store.cell_dirs(work) == []
+  more = tiny_sweep(s.experiment, s.grid, seeds=(0, 1, 2))
+  states = sweep_lib.run_sweep(more, work, only='^uncompressed__seed=2$',
+                               progress=lambda c, line: ran.append(c.name), log=lambda _: None)
+  assert set(ran) == {'uncompressed__seed=2'}
+  assert states['uncompressed__seed=2']['status'] == 'finished'
+  assert results_store.cell_dirs(work) == ['uncompressed__seed=2']
+  assert results_store.pack(work) == {'cells': 7, 'curves': 7, 'shared': 0}
+  new_lines = open(os.path.join(work, results_store.CELLS)).read().splitlines()
+  assert [l for l in new_lines if '"name": "uncompressed__seed=2"' not in l] == old_lines
+  # A packed cell's config still makes it stale when the sweep's config changes.
+  changed = tiny_sweep(s.experiment, s.grid, seeds=(0, 1), overrides=('eval_every=1',))
+  with pytest.raises(ValueError, match="cell 'uncompressed__seed=0'.*eval_every: 3 -> 1"):
+    sweep_lib.run_sweep(changed, work, log=lambda _: None)

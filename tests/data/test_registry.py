@@ -8,7 +8,7 @@ from fedjax_intrinsic.data.base import FederatedData, group_by_client, stratifie
 
 def test_names_and_errors():
   assert data.DATASETS == ('digits', 'pysource', 'cifar10', 'cifar100', 'mnist', 'emnist',
-                           'personachat', 'sst2')
+                           'personachat', 'sst2', 'tweets', 'tweets_lm')
   with pytest.raises(ValueError, match="name='nope'.*digits, pysource, cifar10"):
     data.get('nope', key=keys.data_key(keys.run_key(0)))
   with pytest.raises(ValueError, match="name='nope'"):

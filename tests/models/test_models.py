@@ -102,7 +102,8 @@ def test_no_batchnorm_anywhere():
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
     assert not [p for p in paths if 'batch' in p.lower() or 'mean' in p or 'var' in p]
   for name in models.MODELS:
-    shape = (6,) if name in ('transformer_lm', 'gpt2', 'bert_classifier') else (8, 8, 3)
+    shape = (6,) if name in ('transformer_lm', 'gpt2', 'bert_classifier', 'llama', 'minilm_l6',
+                             'minilm_l6_scratch') else (8, 8, 3)
     params = jax.eval_shape(models.get(name, input_shape=shape, num_classes=10).init, KEY)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     assert not [p for p in paths if 'batch' in p.lower()]
@@ -228,4 +229,6 @@ def test_options_lists_defaults():
   assert models.options('mlp') == {'hidden': (128,)}
   assert models.options('logreg') == {}
   assert set(models.MODELS) == {'logreg', 'mlp', 'cnn', 'resnet9', 'transformer_lm', 'gpt2',
-                                'bert_classifier'}
+                                'bert_classifier', 'llama', 'minilm_l6', 'minilm_l6_scratch'}
+  assert models.options('minilm_l6') == {'checkpoint': ''}
+  assert models.options('minilm_l6_scratch') == {}
