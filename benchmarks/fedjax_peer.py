@@ -5,7 +5,7 @@ r"""A peer, side by side: FedJAX's own FedAvg and ours on the same digits task, 
   python -m benchmarks.fedjax_peer --render_only      # README section from the saved JSON
   python -m benchmarks.fedjax_peer --venv=/path/to/venv --repeats=5 --max_load=2
 
-Task (PAPER.md §5, the setting FedJAX was timed on): digits, 100 shard clients (split seed 0),
+Task (docs/paper.md §5, the setting FedJAX was timed on): digits, 100 shard clients (split seed 0),
 FedAvg with one local epoch, batch 5, client lr 0.1, server SGD lr 1.0, MLP 64-128-10, 200 rounds,
 10 and 100 clients per round. Ours is ``python run.py
 --config=configs/digits_cnn.py:method=fedavg,model=mlp,clients_per_round=C`` run in-process
@@ -22,7 +22,7 @@ empty slots; a 14-example client sees 15 examples on FedJAX's side, 14 on ours).
 
 FedJAX's side runs in its own virtual environment (default ``~/.cache/fedjax-intrinsic/fedjax-venv``,
 ``--venv``), created on demand with ONE pip command pinning fedjax 0.0.17, jax/jaxlib 0.4.30,
-dm-haiku 0.0.13 and optax 0.2.3 (PEERS.md: a plain ``pip install fedjax`` pulls a jax without
+dm-haiku 0.0.13 and optax 0.2.3 (docs/peers.md: a plain ``pip install fedjax`` pulls a jax without
 ``jax.tree_map`` and its FedAvg crashes). The worker runs with ``python -I`` and imports nothing
 from this repository.
 
@@ -241,7 +241,7 @@ def venv_python(venv: str) -> str:
 
 
 def pip_command(venv: str) -> list[str]:
-  """The ONE pip command that installs FedJAX's side (all pins together, PEERS.md)."""
+  """The ONE pip command that installs FedJAX's side (all pins together, docs/peers.md)."""
   return [venv_python(venv), '-m', 'pip', 'install', *PIP_PINS]
 
 

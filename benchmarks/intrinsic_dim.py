@@ -19,7 +19,7 @@ interrupted search started again recomputes nothing it already has.
 
 Implications: the three intrinsic methods are run once more at d_int (same seeds), giving measured
 upload/download/overall compression under the task's own protocol (clients return, so they
-download only their catch-up), and the compression of PAPER.md §4's table for a client that is
+download only their catch-up), and the compression of docs/paper.md §4's table for a client that is
 fresh every round (E rounds, K subspaces): upload D/d for all three; download D/d (static),
 D·E / Σ_e min(d·min(e−1, K), D) (K-subspace), D·E / Σ_e min(d·(e−1), D) (time-varying).
 
@@ -92,7 +92,7 @@ def search(probe: Callable[[int], float], reached: Callable[[float], bool], d_st
 
 
 def formula_compression(num_params: int, d: int, rounds: int, num_subspaces: int) -> dict:
-  """PAPER.md §4's ratios for a client fresh every round: {method: {upload, download, overall}}."""
+  """docs/paper.md §4's ratios for a client fresh every round: {method: {upload, download, overall}}."""
   D, E = num_params, rounds
   dense = D * E
   downs = {
@@ -268,7 +268,7 @@ def markdown(out: dict, workdir: str) -> str:
                    _fmt(form.get('download')), _fmt(form.get('overall'))])
     lines += [common.markdown_table(headers, rows, align='lrrrrrrr'), '',
               'Measured: this protocol\'s cohorts (returning clients download only their catch-up). '
-              f'Fresh client: PAPER.md §4\'s table, a new client every round, E = {out["rounds"]} '
+              f'Fresh client: docs/paper.md §4\'s table, a new client every round, E = {out["rounds"]} '
               f'rounds, K = {out["num_subspaces"]}.', '']
   probes = sorted(out['probes'], key=lambda p: p['d'])
   lines += ['Probes: ' + ', '.join(f'd={p["d"]}: {_fmt(p["metric"], ".4f")}' for p in probes) + '.',

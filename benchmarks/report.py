@@ -36,7 +36,7 @@ from benchmarks import results_store
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
 PLOTS = ('pareto.png', 'metric_vs_rounds.png', 'metric_vs_bytes.png')
-# Grid-entry fields that set a budget (PAPER.md §5's sweep axes); other fields name a variant.
+# Grid-entry fields that set a budget (docs/paper.md §5's sweep axes); other fields name a variant.
 BUDGET_FIELDS = ('d', 'num_subspaces', 'k', 'rows', 'cols', 'rank')
 
 

@@ -53,7 +53,7 @@ from fedjax_intrinsic.data import batching
 SECTIONS = ('strategies', 'sweep')
 INPUTS = ('digits', 'random', 'tweets')
 README_SECTION = 'simulation'
-CLIENT_LR = {'fedavg': 0.1}          # every other method: 1.0 (one gradient step, PAPER.md §2)
+CLIENT_LR = {'fedavg': 0.1}          # every other method: 1.0 (one gradient step, docs/paper.md §2)
 RANDOM_SHAPES = {'resnet9': (32, 32, 3)}   # random inputs: CIFAR-10's shape; others: digits'
 DIGITS_SHAPE = (8, 8, 1)
 TWEETS_SEQ_LEN = 32                    # configs/tweets_minilm.py's

@@ -11,15 +11,15 @@ Argument keys: as configs/digits_cnn.py (method, model, any field of the method'
 num_subspaces, k, rows, cols, rank, ...; any top-level field: rounds, clients_per_round, seed, ...).
 `method=NAME` starts from `BUDGETS[NAME]` (below), then the argument's own fields apply.
 
-Protocol (PAPER.md §5, FetchSGD's CIFAR-10 setting):
+Protocol (docs/paper.md §5, FetchSGD's CIFAR-10 setting):
 - Data: the 50,000 training images over 10,000 clients of 5 images of one class each
   (partition='single_class', examples_per_client=5, validation_fraction=0: no validation split);
   the metric is accuracy on the 10,000 test images (test_accuracy).
-- 100 clients per round; model resnet9 (GroupNorm for BatchNorm, PAPER.md §2).
+- 100 clients per round; model resnet9 (GroupNorm for BatchNorm, docs/paper.md §2).
 The project's choices, untuned (nothing was run here: there is neither a GPU nor the data); check
 FetchSGD's paper (§5, its CIFAR-10 experiments, and its appendix) for its rounds, learning rate,
 momentum and schedule and change them here where they differ:
-- Every method but FedAvg: one gradient step on the client's 5 images (client lr 1, PAPER.md §2).
+- Every method but FedAvg: one gradient step on the client's 5 images (client lr 1, docs/paper.md §2).
   FedAvg: one local epoch in batches of 1 (5 local steps) at client lr 0.05, server SGD at 1.0.
 - Server: SGD with momentum 0.9 at a peak rate of 0.2 on FetchSGD's triangular schedule
   (server.schedule='triangular': linear warm-up over the first 20% of rounds, then linear decay
@@ -27,7 +27,7 @@ momentum and schedule and change them here where they differ:
   method (fetchsgd and sketched_sgd `rho`, true_topk `momentum`: momentum in sketch space, on the
   clients, or before the server's top-k) get 0.9 there and plain server SGD with the same schedule.
 - Budgets (`BUDGETS`): k = 50,000 and sketches of 5 rows x 500,000 columns are the typical CIFAR-10
-  settings of FetchSGD's released code (PEERS.md); d = 2^16 for the intrinsic methods, k = 50,000
+  settings of FetchSGD's released code (docs/peers.md); d = 2^16 for the intrinsic methods, k = 50,000
   for random_k and rank 4 for PowerSGD are the project's. fetchsgd zeroes the applied buckets
   (masking='buckets', as FetchSGD's released code does; see fedjax_intrinsic/algorithms/fetchsgd.py):
   on the digits sweep the default 'subtract' diverged with every sketch that had collisions

@@ -8,10 +8,10 @@ Argument keys: method (any name of `fedjax_intrinsic.algorithms.METHODS`), model
 any field of the chosen method's config (d, num_subspaces, k, rows, cols, ...) and any top-level field
 (rounds, clients_per_round, seed, eval_every, ...).
 
-Data (PAPER.md §5, "offline: digits"): scikit-learn's bundled 8x8 digits, 20% stratified held-out
+Data (docs/paper.md §5, "offline: digits"): scikit-learn's bundled 8x8 digits, 20% stratified held-out
 split (seed 0), half validation, half test; 100 FetchSGD-style clients (sorted by label, 14-15
 examples each, mostly one class).
-Protocol. FedAvg follows FedJAX's digits timing setting (PAPER.md §5): one local epoch, batch 5,
+Protocol. FedAvg follows FedJAX's digits timing setting (docs/paper.md §5): one local epoch, batch 5,
 client lr 0.1, server lr 1.0. Every other method takes one gradient step on the client's whole local
 data (client lr 1: the client sends its gradient, compressed) and the server applies plain SGD at a
 rate per model (`ONE_STEP_SERVER_LR`) — the project's choice, tuned on the validation split for

@@ -14,8 +14,8 @@ default: `check_resources` then stops with one line naming data.path (then data.
 data.merges_file); an empty model.checkpoint stops the model build naming model.checkpoint
 (None = random init, not this experiment).
 
-Data (PAPER.md §5, FetchSGD's protocol): one client per personality of the train dialogs (17,568
-clients per PAPER.md), an example per utterance = persona + the last 5 history turns + the gold
+Data (docs/paper.md §5, FetchSGD's protocol): one client per personality of the train dialogs (17,568
+clients per docs/paper.md), an example per utterance = persona + the last 5 history turns + the gold
 reply, 256 tokens, loss and perplexity on the reply tokens (data/personachat.py); the reported
 metric is perplexity on ConvAI2's "valid" dialogs (stored as the test split: test_perplexity).
 FetchSGD's setting is a few clients per round and one epoch: check FetchSGD's paper for its exact
@@ -41,7 +41,7 @@ from ml_collections import config_dict
 
 from fedjax_intrinsic import config as config_lib
 
-NUM_CLIENTS = 17_568        # PAPER.md §5 (FetchSGD's count of PersonaChat personalities)
+NUM_CLIENTS = 17_568        # docs/paper.md §5 (FetchSGD's count of PersonaChat personalities)
 
 
 

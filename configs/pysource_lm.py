@@ -5,7 +5,7 @@ Commands (from the repository root):
   python run.py --config=configs/pysource_lm.py:method=intrinsic_time_varying,d=4096 --workdir=/tmp/pysource_tv
 Argument keys: as configs/digits_cnn.py (method, model, method fields, top-level fields).
 
-Data (PAPER.md §5, "offline: pysource"): one client per stdlib module file (a natural, non-IID
+Data (docs/paper.md §5, "offline: pysource"): one client per stdlib module file (a natural, non-IID
 partition), held-out modules as validation and test sets, byte-level vocabulary of 256; the module
 list and the corpus sha256 are recorded in the run's summary (they change with the Python version).
 Windows of 64 bytes, at most 64 per module (project's choice, to keep a CPU round fast).

@@ -14,7 +14,7 @@ default: `check_resources` then stops with one line naming data.vocab_file (or d
 the data are not prepared); an empty model.checkpoint stops the model build naming
 model.checkpoint (None = random init, not this experiment).
 
-Data (PAPER.md §5): SST-2's train split less a stratified 10% validation split, over 100 clients
+Data (docs/paper.md §5): SST-2's train split less a stratified 10% validation split, over 100 clients
 by a seeded Dirichlet label skew (alpha 0.5); the reported metric is accuracy on GLUE's validation
 split (stored as the test split: test_accuracy), since GLUE's test labels are hidden. Sentences as
 [CLS] WordPiece [SEP], 64 tokens (data/glue.py). The project's choices (untuned; nothing was run

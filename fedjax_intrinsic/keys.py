@@ -1,4 +1,4 @@
-"""Every random key of a run, derived in this one place (PAPER.md §2).
+"""Every random key of a run, derived in this one place (docs/paper.md §2).
 
 All keys come from ``run_key = PRNGKey(config.seed)``:
 
@@ -12,7 +12,7 @@ All keys come from ``run_key = PRNGKey(config.seed)``:
 - ``data_key(run_key) = fold_in(run_key, 4)``: partitions and splits.
 - ``sketch_key(run_key) = fold_in(run_key, 5)``: count-sketch hashes.
 - ``subspace_choice_key(run_key, e) = fold_in(fold_in(run_key, 6), e)``: the K-subspace method's
-  seeded random choice of round e's subspace (a project extension; PAPER.md §3 names the option).
+  seeded random choice of round e's subspace (a project extension; docs/paper.md §3 names the option).
 
 A reader with the paper who finds a different convention changes it here, once.
 """

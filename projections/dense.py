@@ -9,7 +9,7 @@ sqrt(D)`` (the last block's rows beyond D are drawn and discarded), so A is a fu
 ``y += A_bᵀ x_b``. Both regenerate A on every call: the state is only the key, and the
 working memory is O(block_rows · d + D), never D · d (``compiled_memory`` reports XLA's
 compiled figures without running anything). The price is time: every call draws D · d
-normals (about 45-70M per second on this project's CPU host, PEERS.md), so this operator
+normals (about 45-70M per second on this project's CPU host, docs/peers.md), so this operator
 is the dense reference for small D; use ``fastfood`` or ``sparse`` for large D.
 """
 from typing import NamedTuple

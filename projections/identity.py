@@ -1,6 +1,6 @@
 """The identity operator: ``A = I_D`` (d = D).
 
-Used to check that every intrinsic method reduces to uncompressed training (PAPER.md §3).
+Used to check that every intrinsic method reduces to uncompressed training (docs/paper.md §3).
 Its state is empty (``IdentityState()``), so when vmapping ``project``/``lift`` at least one
 other argument (the vector) must be mapped.
 """

@@ -13,7 +13,7 @@ parameter side:
   The state is ``op``'s state.
 - ``per_leaf(factory, template, d=... | fraction=... | leaf_d=...)``: leaf i (in
   ``tree_flatten`` order) gets its own ``factory(D=D_i, d=d_i)`` with key
-  ``fold_in(subspace_key, i)`` (PAPER.md §2); ``project`` concatenates the leaves'
+  ``fold_in(subspace_key, i)`` (docs/paper.md §2); ``project`` concatenates the leaves'
   ``f[d_i]`` into ``f[d]`` (``d = Σ d_i``, leaf 0 first) and ``lift`` splits ``z`` the same
   way. The state is a tuple of the leaves' states. Choose the split with exactly one of:
     ``d``: a total, split in proportion to leaf sizes with every leaf getting at least one

@@ -65,7 +65,7 @@ def test_sweep_lists_every_method(path):
 
 
 def test_cifar_protocol():
-  """FetchSGD's CIFAR-10 setting (PAPER.md §5) as the data loader needs it."""
+  """FetchSGD's CIFAR-10 setting (docs/paper.md §5) as the data loader needs it."""
   c = sweep_lib.load_config_file('configs/cifar10_resnet9.py', 'method=intrinsic_static')
   assert (c.data.name, c.data.partition, c.data.num_clients, c.data.examples_per_client,
           c.data.validation_fraction) == ('cifar10', 'single_class', 10_000, 5, 0.0)

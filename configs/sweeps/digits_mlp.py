@@ -3,7 +3,7 @@
   python -m benchmarks.sweep --config=configs/sweeps/digits_mlp.py     # -> benchmarks/results/digits_mlp
   python -m benchmarks.report --workdir=benchmarks/results/digits_mlp  # table + plots
 
-The small-scale counterpart of the paper's table (PAPER.md §5, "offline: digits"): the protocol of
+The small-scale counterpart of the paper's table (docs/paper.md §5, "offline: digits"): the protocol of
 configs/digits_cnn.py (100 shard clients, 10 per round, 200 rounds, one gradient step per client and
 server SGD at 1.0 for the MLP; FedAvg: one local epoch, batch 5), evaluated every 10 rounds. Budgets
 (project's choice) span about 2x to 150x upload compression for D = 9,610: d for the intrinsic

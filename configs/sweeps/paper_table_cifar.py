@@ -6,8 +6,8 @@
 
 Cells: configs/cifar10_resnet9.py (its docstring gives the protocol and which settings are the
 project's) with the budgets below (project's choice, around that config's defaults: d from 2^12 to
-2^20 as PAPER.md §5's sweep axis; k and sketch sizes around FetchSGD's code's typical k = 50,000 and
-5 x 500,000, PEERS.md), 3 seeds. sketched_sgd keeps 26 MB of client state for each of 10,000 clients
+2^20 as docs/paper.md §5's sweep axis; k and sketch sizes around FetchSGD's code's typical k = 50,000 and
+5 x 500,000, docs/peers.md), 3 seeds. sketched_sgd keeps 26 MB of client state for each of 10,000 clients
 and is refused (and recorded as failed) on hosts with less than about 530 GB of RAM.
 Expected runtime and results: not measured here (no CIFAR-10 data on the machines that wrote this,
 GPU or CPU); benchmarks.report puts the per-cell wall time next to every row.

@@ -3,7 +3,7 @@
   python -m benchmarks.sweep --config=configs/sweeps/pysource_lm.py    # -> benchmarks/results/pysource_lm
   python -m benchmarks.report --workdir=benchmarks/results/pysource_lm
 
-The small-scale counterpart of the paper's language-modelling table (PAPER.md §5, "offline:
+The small-scale counterpart of the paper's language-modelling table (docs/paper.md §5, "offline:
 pysource"): the protocol of configs/pysource_lm.py (one client per stdlib module, 10 per round,
 100 rounds; one gradient step per client and server Adam at 3e-3; FedAvg: one local epoch, batch 16,
 server SGD at 1.0) with the 2-layer transformer (D = 120,576); the metric is test perplexity. One or

@@ -1,4 +1,4 @@
-"""The one interface every federated method implements (DESIGN.md, "The core types").
+"""The one interface every federated method implements (docs/design.md, "The core types").
 
 A method is a `FederatedAlgorithm`: a NamedTuple of pure functions, optax style. The round
 (`fedjax_intrinsic.simulation`) calls them in this order, the same for every method:

@@ -5,7 +5,7 @@ see the config's client settings) from the broadcast θ and sends Δ = θ_start 
 Up:   Δ, a pytree shaped like θ: D float32.
 Down: θ, D float32, to every participant.
 State: server θ and optimiser state (θ-space); no client state. With one local step and
-client_lr = 1, Δ is the gradient and FedAvg equals `uncompressed` (PAPER.md §2).
+client_lr = 1, Δ is the gradient and FedAvg equals `uncompressed` (docs/paper.md §2).
 """
 from fedjax_intrinsic.algorithms import base
 from fedjax_intrinsic.algorithms.uncompressed import ServerState, build as _build_uncompressed

@@ -1,4 +1,4 @@
-"""Pieces shared by the three intrinsic methods (PAPER.md §3): subspaces, client training, payloads.
+"""Pieces shared by the three intrinsic methods (docs/paper.md §3): subspaces, client training, payloads.
 
 θ is raveled to one vector θ_flat: f32[D]. A subspace is a `projections` operator A: f[D, d] whose
 random state is made from `keys.subspace_key(run_key, t)`; every client derives it from the run's

@@ -1,4 +1,4 @@
-"""`intrinsic_k_subspace`: K fixed random subspaces used in turn (PAPER.md §3, algorithm 2).
+"""`intrinsic_k_subspace`: K fixed random subspaces used in turn (docs/paper.md §3, algorithm 2).
 
 θ = θ0 + Σ_k A_k z_k, A_k from `keys.subspace_key(run_key, k)`, k = 0 … K−1. Round e trains
 subspace k(e) = (e − 1) mod K (`method.subspace_order='cyclic'`), or a seeded random choice
@@ -6,7 +6,7 @@ subspace k(e) = (e − 1) mod K (`method.subspace_order='cyclic'`), or a seeded 
 Up:   Δz of the active subspace, d float32 per client (or bf16 / int8 + scale).
 Down: the z_k that changed since the client last synchronised (all updated ones for a fresh
       client): d floats each, or θ itself (D floats) when that is smaller — Σ_e min(d·min(e−1, K), D)
-      for clients that are fresh every round (PAPER.md §4). A client that received θ keeps θ and no
+      for clients that are fresh every round (docs/paper.md §4). A client that received θ keeps θ and no
       z, so for its next download it is like a fresh client (the ledger records it as holding
       round 1, `held_after`): it needs every subspace updated so far, or θ again.
 State: server z: f32[K, d], one optimiser state per subspace (only the active one steps);

@@ -1,4 +1,4 @@
-"""`intrinsic_static`: one fixed random subspace for the whole run (PAPER.md §3, algorithm 1).
+"""`intrinsic_static`: one fixed random subspace for the whole run (docs/paper.md §3, algorithm 1).
 
 θ = θ0 + A z with A from `keys.subspace_key(run_key, 0)`. Clients train in z-space and upload Δz.
 Up:   Δz, d float32 per client (or bf16 / int8 + scale, `method.payload_dtype`).

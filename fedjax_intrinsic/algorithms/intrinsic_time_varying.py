@@ -1,4 +1,4 @@
-"""`intrinsic_time_varying`: a fresh random subspace every round (PAPER.md §3, algorithm 3).
+"""`intrinsic_time_varying`: a fresh random subspace every round (docs/paper.md §3, algorithm 3).
 
 Round e uses A_e from `keys.subspace_key(run_key, t(e))` with t(e) = e (`method.resample_every = 1`,
 the paper's method; N > 1 keeps each subspace N rounds, t(e) = ⌈e / N⌉; 0 keeps t = 0 throughout, an

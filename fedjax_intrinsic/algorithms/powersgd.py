@@ -5,7 +5,7 @@ last axis (fan-in: Dense kernels [in, out] as they are, conv kernels [kh, kw, c_
 [kh·kw·c_in, c_out]) and m = the last axis. It is compressed when r·(n + m) < n·m (so r < min(n, m));
 other leaves (biases, norm scales, and matrices too small to gain) travel uncompressed. One power
 iteration per round, warm-started from the previous round's Q (Vogels' Algorithm 1):
-  client c: M_c = Δ_c + e_c (Δ: the pseudo-gradient of PAPER.md §2; e: its error memory),
+  client c: M_c = Δ_c + e_c (Δ: the pseudo-gradient of docs/paper.md §2; e: its error memory),
             P_c = M_c Q                                                      -> up (first exchange)
   server:   P̂ = orthonormalise(Σ_c w_c P_c) (reduced QR)                    -> down (the request)
   client c: Q_c = M_cᵀ P̂                                                    -> up (second exchange)

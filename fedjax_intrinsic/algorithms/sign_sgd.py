@@ -13,7 +13,7 @@ Two published methods and their ablations, selected by `method.vote`, `method.sc
   the one-step digits protocol does not give it; README, methods table): client c
   compresses v_c = Δ_c + e_c to (‖v_c‖₁ / D) · sign(v_c), keeps e_c ← v_c − that, and the server
   takes the weighted mean g = Σ_c w_c (‖v_c‖₁ / D) · sign(v_c).
-Δ is the client's pseudo-gradient (PAPER.md §2: `client.local_steps` SGD steps at `client.lr`; the
+Δ is the client's pseudo-gradient (docs/paper.md §2: `client.local_steps` SGD steps at `client.lr`; the
 gradient with one step at rate 1) over the raveled θ: f32[D]. The server feeds g to its optimiser.
 sign(0) is a fair coin from the client's key (a coordinate with exactly zero pseudo-gradient, e.g. a
 pixel that is blank in all the client's images, votes ±1 at random, so it is unbiased), since one bit
@@ -24,7 +24,7 @@ Up:   the signs packed 8 per byte, uint8[⌈D/8⌉] (bit set = +1, `jnp.packbits
 Down: θ, D float32, to every participant: the server's step moves every coordinate (each coordinate
       of a sign vector is ±1, or 0 only on a tied vote), so the changed coordinates since a client's
       last sync are all of θ. (A client present in the previous round could instead replay the voted
-      signs, under 2 bits a coordinate a round; in the cross-device setting of PAPER.md §4 few clients
+      signs, under 2 bits a coordinate a round; in the cross-device setting of docs/paper.md §4 few clients
       return that soon, so the harness charges θ.)
 State: server θ: f32[D] and the server optimiser's state (θ-space). Client state: the error memory
        e: f32[D] with `error_feedback`, else none. The message is non-linear (a sign), so the cohort

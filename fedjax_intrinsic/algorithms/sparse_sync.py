@@ -3,7 +3,7 @@
 The server records, per coordinate of the raveled θ: f32[D], the last round in which it changed
 (`last_changed: i32[D]`, 0 = never, so θ0 still holds). A client holding round h's broadcast
 downloads the coordinates that changed in rounds h … e−1 as float32 values + int32 indices, or
-θ itself (4·D bytes) when that is smaller (PAPER.md §4: "changed coordinates since last sync").
+θ itself (4·D bytes) when that is smaller (docs/paper.md §4: "changed coordinates since last sync").
 """
 import jax
 import jax.numpy as jnp

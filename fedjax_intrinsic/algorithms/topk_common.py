@@ -2,7 +2,7 @@
 
 All three work on the raveled parameters θ: f32[D] (`jax.flatten_util.ravel_pytree` of θ0). A
 client's pseudo-gradient is Δ = θ_start − θ_end after `client.local_steps` SGD steps at `client.lr`
-(PAPER.md §2; the gradient with one step at lr 1). A sparse payload is
+(docs/paper.md §2; the gradient with one step at lr 1). A sparse payload is
 `{'values': f32[k], 'indices': i32[k]}` (4·k + 4·k bytes); its aggregate is the dense weighted sum
 Σ_c w_c · densify(values_c, indices_c): f32[D], linear in the (payload, weight) pairs.
 The server keeps θ, its optimiser state and `last_changed: i32[D]` (`sparse_sync`): a client

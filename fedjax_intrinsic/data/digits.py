@@ -1,4 +1,4 @@
-"""`digits`: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes), offline (PAPER.md §5).
+"""`digits`: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes), offline (docs/paper.md §5).
 
 The data ship inside scikit-learn's wheel (`sklearn.datasets.load_digits`, the UCI optical
 recognition test set), so this works without network.

@@ -1,7 +1,7 @@
 """The `Model` type every family builds: losses, metrics, the training objective, evaluation.
 
 A `Model` is a NamedTuple of pure functions over a float32 params pytree (flax `'params'` collection
-only: no BatchNorm, no mutable state, PAPER.md §2), so it can be jitted, differentiated and vmapped
+only: no BatchNorm, no mutable state, docs/paper.md §2), so it can be jitted, differentiated and vmapped
 over per-client weights.
 
 Batches are dicts of arrays with a leading example axis B:

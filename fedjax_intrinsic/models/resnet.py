@@ -1,5 +1,5 @@
 """`resnet9`: FetchSGD's ResNet-9 for CIFAR-10 (the DAWNBench ResNet-9 of D. Page), GroupNorm for
-BatchNorm (PAPER.md §2).
+BatchNorm (docs/paper.md §2).
 
 Each conv_block is conv 3x3 (no bias) -> GroupNorm(num_groups) -> relu:
   prep    conv_block(64)

@@ -10,7 +10,7 @@ def flat(params) -> np.ndarray:
 
 
 def assert_close(a, b, rtol=1e-5):
-  """‖a − b‖ within rtol of ‖a‖ (PAPER.md §2: compare with a tolerance relative to ‖θ‖)."""
+  """‖a − b‖ within rtol of ‖a‖ (docs/paper.md §2: compare with a tolerance relative to ‖θ‖)."""
   a, b = flat(a), flat(b)
   err = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
   assert err <= rtol, f'relative error {err:.3g} > {rtol}'

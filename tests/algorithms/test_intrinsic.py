@@ -1,4 +1,4 @@
-"""The three intrinsic methods: PAPER.md §3 identities, catch-up rebuild, §4 byte formulas."""
+"""The three intrinsic methods: docs/paper.md §3 identities, catch-up rebuild, §4 byte formulas."""
 
 import numpy as np
 import pytest
@@ -94,7 +94,7 @@ def _fresh_cohorts(C, E):
     ('intrinsic_time_varying', 200, None, False),  # stateful server: replays from θ0; hits D
 ])
 def test_bytes_match_paper_formulas(make_digits_config, method, d, K, stateless):
-  """PAPER.md §4 with fresh participants every round, plus one returning client."""
+  """docs/paper.md §4 with fresh participants every round, plus one returning client."""
   C, E = 4, 6
   extra = {'num_subspaces': K} if K else {}
   c = make_digits_config(method, d=d, rounds=E + 1, clients_per_round=C, **extra)

@@ -140,7 +140,7 @@ def _fresh_then_returning(C, E):
 
 def _check_bytes_catch_up_strategies(exp, cohorts, returning, strategies):
   """Runs exp on the cohorts (vmap, through the byte ledger) and checks: bytes of both exchanges ==
-  the formula (PAPER.md §4: rows·cols + k floats up; changed coordinates since the last sync, as
+  the formula (docs/paper.md §4: rows·cols + k floats up; changed coordinates since the last sync, as
   values + indices or θ, plus the k-index request, down); catch-up rebuild == θ for every held
   round; each of `strategies` ('loop', 'chunked_vmap' with 5 clients in chunks of 2: one padding
   client, 'map', 'shortcut': the cohort shortcut) == this run, client states included. Returns

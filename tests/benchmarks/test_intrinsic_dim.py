@@ -52,7 +52,7 @@ def test_search_rejects_bad_arguments():
 
 
 def test_formula_compression_by_hand():
-  # D = 100, d = 10, K = 2. Fresh-client downloads (PAPER.md §4), floats per round e = 1..E:
+  # D = 100, d = 10, K = 2. Fresh-client downloads (docs/paper.md §4), floats per round e = 1..E:
   #   static d each round; K-subspace min(d·min(e−1, K), D): 0, 10, 20, 20, 20;
   #   time-varying min(d·(e−1), D): 0, 10, 20, 30, 40.
   out = intrinsic_dim.formula_compression(100, 10, 5, 2)

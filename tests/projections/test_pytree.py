@@ -91,7 +91,7 @@ def test_per_leaf_matches_leafwise_operators(name):
   def leafwise(key, leaves, z):   # the reference, leaf by leaf, in one compilation
     out = []
     for i, (op, leaf) in enumerate(zip(ops, leaves)):
-      sti = op.init(jax.random.fold_in(key, i))   # PAPER.md §2: leaf i uses fold_in(key, i)
+      sti = op.init(jax.random.fold_in(key, i))   # docs/paper.md §2: leaf i uses fold_in(key, i)
       out.append((sti, op.project(sti, leaf.reshape(-1)),
                   op.lift(sti, z[bounds[i]:bounds[i + 1]]).reshape(leaf.shape)))
     return out

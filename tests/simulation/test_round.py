@@ -54,7 +54,7 @@ def test_cohort_shortcut_equals_loop(make_digits_config):
 
 
 def test_fedavg_one_step_lr_one_equals_uncompressed(make_digits_config):
-  """PAPER.md §2: FedAvg with one local step on the whole data at client_lr 1 = uncompressed SGD."""
+  """docs/paper.md §2: FedAvg with one local step on the whole data at client_lr 1 = uncompressed SGD."""
   u = make_digits_config('uncompressed', model='mlp')
   f = make_digits_config('fedavg', model='mlp')
   f.client.update({'lr': 1.0, 'batch_size': 0, 'local_steps': 1})
