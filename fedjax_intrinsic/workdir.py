@@ -57,11 +57,14 @@ def check_writable(workdir: str, field: str = '--workdir') -> None:
   if not os.path.isdir(probe):
     raise refuse(f'cannot be created ({probe!r} is a file)')
   try:
-    os.makedirs(path)
+    os.makedirs(path, exist_ok=True)    # exist_ok: another process of the run may make it too
   except OSError as e:
     raise refuse(f'cannot be created ({e.strerror})') from None
   for made in missing:            # leave no trace: the run creates it when it starts
-    os.rmdir(made)
+    try:
+      os.rmdir(made)
+    except OSError:               # another process of a multi-process run is using it
+      break
 
 
 class Lock:
