@@ -54,19 +54,6 @@ def read_json(path: str) -> Optional[Any]:
     return None
 
 
-def read_metrics(path: str) -> list[dict]:
-  """The complete lines of a metrics.jsonl (a line cut by an interruption ends the list)."""
-  lines = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for text in f:
-        try:
-          lines.append(json.loads(text))
-        except json.JSONDecodeError:
-          break
-  return lines
-
-
 def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
   """(sweep.json, one record per cell: its definition plus status, summary, error, workdir).
 

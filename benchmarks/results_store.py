@@ -60,7 +60,7 @@ def _read_json(path: str) -> Optional[Any]:
     return None
 
 
-def _read_lines(path: str) -> list:
+def read_lines(path: str) -> list:
   """The complete JSON lines of a file (a line cut by an interruption ends the list)."""
   lines = []
   if os.path.exists(path):
@@ -85,7 +85,7 @@ def _by_name(path: str) -> dict:
   key = (stat.st_mtime_ns, stat.st_size)
   hit = _CACHE.get(path)
   if hit is None or hit[0] != key:
-    hit = (key, {line['name']: line for line in _read_lines(path)})
+    hit = (key, {line['name']: line for line in read_lines(path)})
     _CACHE[path] = hit
   return hit[1]
 
@@ -208,7 +208,7 @@ def read_metrics(workdir: str, name: str) -> list:
   """The cell's metrics lines: its metrics.jsonl when its directory exists, else from curves.jsonl
   (without time_* fields); [] when there are none."""
   if is_cell_dir(workdir, name):
-    return _read_lines(os.path.join(workdir, name, METRICS))
+    return read_lines(os.path.join(workdir, name, METRICS))
   curve = _by_name(os.path.join(workdir, CURVES)).get(name)
   return [] if curve is None else unpack_curve(curve)
 
@@ -250,7 +250,7 @@ def pack(workdir: str) -> dict:
       if files['summary'] is not None:
         files['summary'] = share_bulk(files['summary'], shared)
       entry = {'name': name, **files}
-      lines = _read_lines(os.path.join(workdir, name, METRICS)) if files['summary'] else []
+      lines = read_lines(os.path.join(workdir, name, METRICS)) if files['summary'] else []
       curve = pack_curve(name, lines) if lines else None
     elif name in old_cells:
       entry, curve = old_cells[name], old_curves.get(name)

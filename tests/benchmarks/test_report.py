@@ -155,7 +155,7 @@ def test_report_from_the_packed_files_alone_is_the_same(swept, tmp_path):
   files = {(c.name, k): results_store.read_cell(copied, c.name, k) for c in cells
            for k in results_store.CELL_FILES}
   metrics = {c.name: [{k: v for k, v in line.items() if not k.startswith('time_')}
-                      for line in report.read_metrics(os.path.join(copied, c.name,
+                      for line in results_store.read_lines(os.path.join(copied, c.name,
                                                                    'metrics.jsonl'))]
              for c in cells}
   states = {c.name: sweep_lib.cell_state(copied, c) for c in cells}
