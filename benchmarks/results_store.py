@@ -233,6 +233,9 @@ def pack(workdir: str) -> dict:
   """Writes cells.jsonl, curves.jsonl and shared.json from the cell directories, keeping the packed
   lines of cells that have no directory; returns {'cells': n, 'curves': n, 'shared': n}.
 
+  Raises ValueError, writing nothing, when a cell directory without summary.json or error.json
+  would replace a packed summary.
+
   Cells are in sweep.json's order, then the others by name.
   """
   if not os.path.isdir(workdir):
@@ -247,6 +250,11 @@ def pack(workdir: str) -> dict:
   for name in names:
     if name in dirs:
       files = {k: _read_json(os.path.join(workdir, name, f)) for k, f in CELL_FILES.items()}
+      if (files['summary'] is None and files['error'] is None and
+          (old_cells.get(name) or {}).get('summary') is not None):
+        raise ValueError(f'{os.path.join(workdir, name)} has no summary.json but '
+                         f'{os.path.join(workdir, CELLS)} has one for that cell; allowed: finish '
+                         'or remove the cell directory before packing (packing would lose it)')
       if files['summary'] is not None:
         files['summary'] = share_bulk(files['summary'], shared)
       entry = {'name': name, **files}

@@ -87,3 +87,39 @@ def test_json_text_puts_one_record_per_line():
       '{', ' "name": "x",', ' "short": [1, 2],', ' "runs": [',
       *[f'  {json.dumps(r)}' + (',' if i < 2 else '') for i, r in enumerate(runs)],
       ' ],', ' "bad": null,', ' "key": {"3": [1, 2]}', '}']
+
+
+def committed_sweeps():
+  root = os.path.join(common.REPO_ROOT, 'benchmarks', 'results')
+  return sorted(n for n in os.listdir(root)     # packed sweeps (a running one is not yet packed)
+                if os.path.exists(os.path.join(root, n, 'cells.jsonl')))
+
+
+@pytest.mark.parametrize('name', committed_sweeps())
+def test_committed_sweep_keeps_every_finished_cell(name):
+  """Every cell that sweep.json records as finished or diverged has its summary and its curve in
+  the committed packed files (a pack run without the cell directories must not blank them)."""
+  workdir = os.path.join(common.REPO_ROOT, 'benchmarks', 'results', name)
+  with open(os.path.join(workdir, 'sweep.json')) as f:
+    index = json.load(f)
+  done = [c['name'] for c in index['cells'] if c.get('status') in ('finished', 'diverged')]
+  assert done, name
+  packed = {line['name']: line for line in results_store.read_lines(
+      os.path.join(workdir, 'cells.jsonl'))}
+  curves = {line['name'] for line in results_store.read_lines(
+      os.path.join(workdir, 'curves.jsonl'))}
+  lost = [n for n in done if (packed.get(n) or {}).get('summary') is None or n not in curves]
+  assert not lost, f'{name}: {len(lost)} finished cells without their packed summary or curve'
+
+
+def test_pack_refuses_to_blank_a_packed_summary(tmp_path):
+  work = str(tmp_path)
+  write_cell(work, 'a', {'status': 'finished', 'data': {}}, [{'round': 1, 'train_loss': 1.0}])
+  results_store.pack(work)
+  shutil.rmtree(os.path.join(work, 'a'))
+  os.makedirs(os.path.join(work, 'a'))
+  with open(os.path.join(work, 'a', 'config.json'), 'w') as f:     # a directory without summary
+    json.dump({'rounds': 1}, f)
+  with pytest.raises(ValueError, match='no summary.json'):
+    results_store.pack(work)
+  assert results_store.read_lines(os.path.join(work, 'cells.jsonl'))[0]['summary'] is not None
