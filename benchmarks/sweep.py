@@ -54,6 +54,8 @@ STALE_POLICIES = ('error', 'rerun', 'keep')
 # and device layouts compute the same round (up to float rounding), checkpoints resume to the same
 # metrics, the evaluation batch size only splits the same sums, and time_client_cost adds timing fields.
 EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size', 'time_client_cost')
+# Top-level fields added after cells were committed, with the default those cells ran with.
+ADDED_FIELDS = {'eval_splits': 'test,validation'}
 SWEEP_FIELDS = ('name', 'experiment', 'experiment_arg', 'grid', 'seeds', 'overrides', 'metric',
                 'reference')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+=-]*$')
@@ -263,8 +265,10 @@ def run_cell(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, *,
 
 
 def _what_is_run(config: dict) -> dict:
-  """The config without its execution fields (EXECUTION_FIELDS), which do not make a cell stale."""
-  return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
+  """The config without its execution fields (EXECUTION_FIELDS), which do not make a cell stale,
+  and without fields at their ADDED_FIELDS default (a cell run before the field existed)."""
+  return {k: v for k, v in config.items()
+          if k not in EXECUTION_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
 
 def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:

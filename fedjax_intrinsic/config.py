@@ -5,7 +5,8 @@ one-line message names the field, the value and the allowed values. `check_resou
 checks what needs the outside world (data directories, memory) — still before any compilation.
 
 The config layout (every experiment in configs/ fills it; `run.py` overrides any field):
-  seed, rounds, clients_per_round, eval_every, eval_batch_size, checkpoint_every, time_client_cost,
+  seed, rounds, clients_per_round, eval_every, eval_batch_size, eval_splits (EVAL_SPLITS: which
+  held-out splits an evaluation round scores), checkpoint_every, time_client_cost,
   divergence_loss_ratio (a run is 'diverged' at the first round whose training loss is non-finite or
   above this multiple of round 1's; 0 = non-finite only),
   data.name + data options, model.name + model options, method.name + method options,
@@ -24,6 +25,7 @@ import optax
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'triangular', 'cosine')
 WEIGHTINGS = ('examples', 'uniform')
+EVAL_SPLITS = ('test,validation', 'test', 'validation')   # metrics test_* and/or val_*
 
 
 class ConfigError(ValueError):
@@ -155,6 +157,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('checkpoint_every', config.checkpoint_every, 'an integer >= 0 (0 = no checkpoints)')
   if not isinstance(config.time_client_cost, bool):
     _fail('time_client_cost', config.time_client_cost, 'true or false')
+  if config.eval_splits not in EVAL_SPLITS:
+    _fail('eval_splits', config.eval_splits, ', '.join(EVAL_SPLITS))
   if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not \
       0 <= config.seed <= MAX_SEED:
     _fail('seed', config.seed, f'an integer 0 .. 2**32 - 1 = {MAX_SEED}')
@@ -271,6 +275,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.clients_per_round = 10
   c.eval_every = 10
   c.eval_batch_size = 512
+  c.eval_splits = 'test,validation'
   c.checkpoint_every = 0      # rounds between checkpoints (0 = none); resumes from the workdir's latest
   c.time_client_cost = False  # time one client's update vs. plain local SGD: the encode cost (time_*)
   # 'diverged' when the training loss is non-finite or exceeds this multiple of round 1's (0: the

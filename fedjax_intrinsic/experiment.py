@@ -268,9 +268,10 @@ class Experiment:
   def evaluate(self, params) -> dict:
     if self.mesh is not None:   # replicated over the mesh: evaluate this process's copy
       params = sharding.to_host(params)
-    out = {}
-    for split, prefix in ((self.data.test, 'test_'), (self.data.validation, 'val_')):
-      if split is not None and len(next(iter(split.values()))):
+    out, wanted = {}, self.config.eval_splits.split(',')
+    for name, split, prefix in (('test', self.data.test, 'test_'),
+                                ('validation', self.data.validation, 'val_')):
+      if name in wanted and split is not None and len(next(iter(split.values()))):
         out.update({prefix + k: float(v) for k, v in self.evaluator(params, split).items()})
     return out
 

@@ -60,7 +60,7 @@ def get_config():
   c.experiment_arg = ''
   c.grid = GRID
   c.seeds = (0, 1, 2)
-  c.overrides = ('rounds=30', 'eval_every=15')
+  c.overrides = ('rounds=30', 'eval_every=15', 'eval_splits=test')
   c.metric = 'test_accuracy'
   c.reference = 'tweets_minilm'
   return c

@@ -27,7 +27,7 @@ def get_config():
   c.experiment_arg = ''
   c.grid = GRID
   c.seeds = (0,)
-  c.overrides = ()
+  c.overrides = ('eval_every=40', 'eval_splits=validation')   # one evaluation, validation only
   c.metric = 'val_accuracy'
   c.reference = 'tweets_minilm'
   return c

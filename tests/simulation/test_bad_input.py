@@ -102,6 +102,7 @@ CASES = [
     ('type_text_for_int', ['--config.seed=abc'], 'seed'),
     ('type_text_for_float', ['--config.server.lr=abc'], 'server.lr'),
     ('type_text_for_bool', ['--config.time_client_cost=maybe'], 'time_client_cost'),
+    ('eval_splits_unknown', ['--config.eval_splits=train'], 'eval_splits'),
     ('type_float_for_int_nested', ['--config.client.batch_size=1.5'], 'client.batch_size'),
     ('method_fields_of_another', ['--config.method.name=intrinsic_static'], 'method.'),
     # Non-finite and out-of-range numbers.

@@ -33,6 +33,18 @@ def test_same_seed_same_metrics(make_digits_config, tmp_path):
   assert 'test_accuracy' in summary['final'] and summary['versions']['jax']
 
 
+def test_eval_splits_choose_the_evaluated_metrics(make_digits_config, tmp_path):
+  c = make_digits_config('uncompressed', model='logreg', rounds=1, clients_per_round=2)
+  exp = experiment.Experiment(c)
+  params = exp.algorithm.model_params(exp.init_state())
+  both = exp.evaluate(params)
+  assert any(k.startswith('test_') for k in both) and any(k.startswith('val_') for k in both)
+  for splits, prefix in (('test', 'test_'), ('validation', 'val_')):
+    c.eval_splits = splits
+    one = experiment.Experiment(c).evaluate(params)
+    assert one and one == {k: v for k, v in both.items() if k.startswith(prefix)}
+
+
 def test_bytes_of_uncompressed(make_digits_config, tmp_path):
   c = make_digits_config('uncompressed', model='logreg', rounds=2, clients_per_round=4)
   experiment.run(c, str(tmp_path))
