@@ -3,6 +3,8 @@
   python -m benchmarks.report --workdir=benchmarks/results/digits_mlp
   python -m benchmarks.report --workdir=benchmarks/results/digits_mlp \
       --workdir=benchmarks/results/pysource_lm --readme      # also rewrites README's sweeps section
+  python -m benchmarks.report --workdir=benchmarks/results/tweets_minilm \
+      --workdir=benchmarks/results/digits_mlp --tolerance_readme   # README.md: within 1 / 5 points
 
 Reads `<workdir>/sweep.json` and every cell's files (from its directory, else from the packed
 cells.jsonl / curves.jsonl: benchmarks.results_store), packs the cell directories when there are
@@ -35,6 +37,7 @@ from benchmarks import results_store
 
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
+TOP_README = os.path.join(common.REPO_ROOT, 'README.md')
 PLOTS = ('pareto.png', 'metric_vs_rounds.png', 'metric_vs_bytes.png')
 # Grid-entry fields that set a budget (docs/paper.md §5's sweep axes); other fields name a variant.
 BUDGET_FIELDS = ('d', 'num_subspaces', 'k', 'rows', 'cols', 'rank')
@@ -222,6 +225,58 @@ def markdown_table(rows: Sequence[dict]) -> str:
                  '-' if r['wall_s_per_cell'] is None else f'{r["wall_s_per_cell"]:.1f}'])
   return common.markdown_table(headers, [[c.replace('|', '\\|') for c in row] for row in body],
                                align='llrrrrrllr')
+
+
+def within_tolerance(rows: Sequence[dict], tolerance: float) -> dict[str, Optional[dict]]:
+  """Per method, the row of highest overall compression whose mean metric stays within
+  `tolerance` of uncompressed training's mean in the same sweep; None when no row does.
+
+  Within: for an accuracy, at most `tolerance` points (of 100) below; for a lower-is-better metric
+  (loss, perplexity), at most `tolerance` percent above. Rows without a mean (no seed finished)
+  never count. Raises ValueError when the sweep has no finished uncompressed row.
+  """
+  ref = next((r for r in rows if r['method'] == 'uncompressed' and r['mean'] is not None), None)
+  if ref is None:
+    raise ValueError('rows: need a finished uncompressed row as the reference, found none')
+  metric = ref['metric']
+  if lower_is_better(metric):
+    ok = lambda v: v <= ref['mean'] * (1 + tolerance / 100)
+  else:
+    ok = lambda v: v >= ref['mean'] - tolerance / 100
+  best: dict[str, Optional[dict]] = {}
+  for r in rows:
+    best.setdefault(r['method'], None)
+    if r['mean'] is None or r['overall_compression'] is None or not ok(r['mean']):
+      continue
+    if best[r['method']] is None or r['overall_compression'] > best[r['method']]['overall_compression']:
+      best[r['method']] = r
+  return best
+
+
+def tolerance_markdown(sweeps: Sequence[tuple[str, Sequence[dict]]],
+                       tolerances: Sequence[float] = (1, 5)) -> str:
+  """A table: per method (rows) and sweep x tolerance (columns), the highest overall compression
+  within that tolerance of uncompressed (`within_tolerance`), with the budget that reaches it;
+  '-' where no budget of the method does, 'not run' where the sweep has no finished cell of it."""
+  tables = [(name, {t: within_tolerance(rows, t) for t in tolerances}, rows) for name, rows in sweeps]
+  methods = list(dict.fromkeys(r['method'] for _, _, rows in tables for r in rows))
+  headers = ['method']
+  for name, _, rows in tables:
+    unit = '%' if lower_is_better(rows[0]['metric']) else ' pt'
+    headers += [f'{name}: within {t:g}{unit}' for t in tolerances]
+  body = []
+  for m in methods:
+    row = [f'`{m}`']
+    for _, best, rows in tables:
+      ran = any(r['method'] == m and r['mean'] is not None for r in rows)
+      for t in tolerances:
+        b = best[t].get(m)
+        if b is not None:
+          row.append(f'{_fmt_ratio(b["overall_compression"])}x ({budget_text(b["budget"])})')
+        else:
+          row.append('-' if ran else 'not run')
+    body.append(row)
+  return common.markdown_table(headers, body, align='l' + 'r' * (len(headers) - 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,6 +541,18 @@ def main(argv):
   if f.readme:
     common.update_readme_section('sweeps', readme_section(f.workdir))
     print(f'updated the sweeps section of {common.README}')
+  if f.tolerance_readme:
+    sweeps = []
+    for workdir in f.workdir:
+      if os.path.exists(os.path.join(workdir, 'sweep.json')):
+        index, records = load_sweep(workdir)
+        sweeps.append((index['name'], aggregate(index, records)))
+    try:
+      table = tolerance_markdown(sweeps)
+    except ValueError as e:
+      cli.refuse(e)
+    common.update_readme_section('tolerance', table, path=TOP_README)
+    print(f'updated the tolerance section of {TOP_README}')
 
 
 if __name__ == '__main__':
@@ -497,4 +564,7 @@ if __name__ == '__main__':
                       'source).')
   flags.DEFINE_bool('readme', False, 'Also rewrite the sweeps section of benchmarks/README.md '
                     'from the given workdirs.')
+  flags.DEFINE_bool('tolerance_readme', False, 'Also rewrite the tolerance section of README.md: '
+                    'per method and sweep, the highest overall compression within 1 and 5 points '
+                    '(perplexity: percent) of uncompressed.')
   app.run(main, flags_parser=cli.flags_parser(None))

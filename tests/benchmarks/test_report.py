@@ -200,3 +200,27 @@ def test_a_sweep_resumed_from_packed_cells_runs_only_the_new_ones(swept, tmp_pat
   changed = tiny_sweep(s.experiment, s.grid, seeds=(0, 1), overrides=('eval_every=1',))
   with pytest.raises(ValueError, match="cell 'uncompressed__seed=0'.*eval_every: 3 -> 1"):
     sweep_lib.run_sweep(changed, work, log=lambda _: None)
+
+
+def _row(method, mean, overall, metric='test_accuracy', **budget):
+  return {'method': method, 'budget': budget, 'metric': metric, 'mean': mean,
+          'overall_compression': overall}
+
+
+def test_within_tolerance_picks_the_highest_compression_inside_the_band():
+  rows = [_row('uncompressed', 0.90, 1.0),
+          _row('topk', 0.895, 10.0, k=100), _row('topk', 0.87, 100.0, k=10),
+          _row('topk', 0.80, 1000.0, k=1), _row('sign', 0.70, 32.0), _row('late', None, 5.0)]
+  one, five = report.within_tolerance(rows, 1), report.within_tolerance(rows, 5)
+  assert one['topk']['budget'] == {'k': 100} and five['topk']['budget'] == {'k': 10}
+  assert one['sign'] is None and five['sign'] is None and one['late'] is None
+  assert one['uncompressed']['overall_compression'] == 1.0
+  ppl = [_row('uncompressed', 20.0, 1.0, 'test_perplexity'),
+         _row('topk', 20.15, 10.0, 'test_perplexity'), _row('topk', 20.9, 100.0, 'test_perplexity')]
+  assert report.within_tolerance(ppl, 1)['topk']['overall_compression'] == 10.0   # +0.75 %
+  assert report.within_tolerance(ppl, 5)['topk']['overall_compression'] == 100.0  # +4.5 %
+  table = report.tolerance_markdown([('a', rows), ('b', ppl)])
+  assert 'a: within 1 pt' in table and 'b: within 5%' in table and '10x (k=100)' in table
+  assert '| `sign`' in table and 'not run' in table      # sign has no row in sweep b
+  with pytest.raises(ValueError, match='uncompressed'):
+    report.within_tolerance(rows[1:], 1)
