@@ -31,6 +31,8 @@ evaluation 437 s, both including compilation (19 min wall for the whole run, 201
 peak RSS 7.3 GiB. Later rounds reuse the compiled round (their time alone was not measured); the
 full 30 rounds were not run here.
 """
+import ml_collections
+
 from fedjax_intrinsic import config as config_lib
 
 BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
@@ -38,16 +40,21 @@ BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
 
 
 def get_config(arg=None):
+  return smollm2_config({'name': 'pysource', 'tokenizer': 'smollm2_135m', 'seq_len': 64,
+                         'max_windows': 4}, rounds=30, eval_every=10, arg=arg)
+
+
+def smollm2_config(data: dict, rounds: int, eval_every: int, arg=None):
+  """The SmolLM2-135M protocol of this file (4 clients a round, clients one at a time, the
+  checkpoint from the installed package, `set_protocol`'s rates) on the data fields `data`;
+  configs/tweets_smollm2.py shares it."""
   c = config_lib.base_config()
-  c.data.name = 'pysource'
-  c.data.tokenizer = 'smollm2_135m'
-  c.data.seq_len = 64
-  c.data.max_windows = 4
+  c.data = ml_collections.ConfigDict(data)
   c.model.name = 'llama'
   c.model.checkpoint = 'smollm2_135m'
-  c.rounds = 30
+  c.rounds = rounds
   c.clients_per_round = 4
-  c.eval_every = 10
+  c.eval_every = eval_every
   c.eval_batch_size = 8
   c.method.name = 'intrinsic_static'
   c.simulation.client_parallelism = 'chunked_vmap'

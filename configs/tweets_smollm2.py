@@ -32,39 +32,10 @@ compilation (9 min 16 s wall for the whole run, 221 s of CPU time), peak RSS 7.3
 measured: the pretrained model's perplexity on these windows before the round (so no gain is
 claimed for one round), later rounds alone, and the full 25 rounds.
 """
-from fedjax_intrinsic import config as config_lib
-
-BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
-               intrinsic_static={'d': 2**18, 'projection': 'sparse'})
+from configs import pysource_smollm2
 
 
 def get_config(arg=None):
-  c = config_lib.base_config()
-  c.data.name = 'tweets_lm'
-  c.data.tokenizer = 'smollm2_135m'
-  c.data.seq_len = 64
-  c.data.max_windows = 4
-  c.data.eval_windows = 64
-  c.data.num_clients = 100
-  c.model.name = 'llama'
-  c.model.checkpoint = 'smollm2_135m'
-  c.rounds = 25
-  c.clients_per_round = 4
-  c.eval_every = 5
-  c.eval_batch_size = 8
-  c.method.name = 'intrinsic_static'
-  c.simulation.client_parallelism = 'chunked_vmap'
-  c.simulation.clients_per_chunk = 1
-  c = config_lib.apply_arg(c, arg, budgets=BUDGETS)
-  set_protocol(c)
-  return c
-
-
-def set_protocol(c):
-  """The client/server protocol that goes with c.method.name (see the module docstring)."""
-  if c.method.name == 'fedavg':
-    c.client.update({'lr': 0.01, 'batch_size': 2, 'local_steps': 0, 'local_epochs': 1})
-    c.server.update({'optimizer': 'sgd', 'lr': 1.0})
-  else:
-    c.client.update({'lr': 1.0, 'batch_size': 0, 'local_steps': 1, 'local_epochs': 0})
-    c.server.update({'optimizer': 'adam', 'lr': 1e-4})
+  return pysource_smollm2.smollm2_config(
+      {'name': 'tweets_lm', 'tokenizer': 'smollm2_135m', 'seq_len': 64, 'max_windows': 4,
+       'eval_windows': 64, 'num_clients': 100}, rounds=25, eval_every=5, arg=arg)

@@ -18,28 +18,7 @@ configs/tweets_smollm2.py (intrinsic_static) took 285 s and its evaluation 193 s
 """
 import ml_collections
 
-GRID = (
-    'method=uncompressed',
-    'method=fedavg',
-    'method=intrinsic_static,d=65536',
-    'method=intrinsic_static,d=262144',
-    'method=intrinsic_k_subspace,d=65536,projection=sparse',
-    'method=intrinsic_k_subspace,d=262144,projection=sparse',
-    'method=intrinsic_time_varying,d=65536,projection=sparse',
-    'method=intrinsic_time_varying,d=262144,projection=sparse',
-    'method=local_topk,k=131072',
-    'method=local_topk,k=524288',
-    'method=true_topk,k=131072',
-    'method=true_topk,k=524288',
-    'method=random_k,k=131072',
-    'method=random_k,k=524288',
-    'method=fetchsgd,rows=5,cols=1048576,k=131072',
-    'method=fetchsgd,rows=5,cols=4194304,k=524288',
-    'method=sign_sgd,error_feedback=0',
-    'method=sign_sgd,vote=mean,error_feedback=0',
-    'method=powersgd,rank=2',
-    'method=powersgd,rank=8',
-)
+from configs.sweeps.pysource_smollm2 import GRID   # the same entries
 
 
 def get_config():
