@@ -232,8 +232,8 @@ def within_tolerance(rows: Sequence[dict], tolerance: float) -> dict[str, Option
   `tolerance` of uncompressed training's mean in the same sweep; None when no row does.
 
   Within: for an accuracy, at most `tolerance` points (of 100) below; for a lower-is-better metric
-  (loss, perplexity), at most `tolerance` percent above. Rows without a mean (no seed finished)
-  never count. Raises ValueError when the sweep has no finished uncompressed row.
+  (loss, perplexity), at most `tolerance` percent above. A row counts only when every seed
+  finished (none diverged, failed or pending). Raises ValueError when the sweep has no finished uncompressed row.
   """
   ref = next((r for r in rows if r['method'] == 'uncompressed' and r['mean'] is not None), None)
   if ref is None:
@@ -246,7 +246,8 @@ def within_tolerance(rows: Sequence[dict], tolerance: float) -> dict[str, Option
   best: dict[str, Optional[dict]] = {}
   for r in rows:
     best.setdefault(r['method'], None)
-    if r['mean'] is None or r['overall_compression'] is None or not ok(r['mean']):
+    if (r['mean'] is None or r['overall_compression'] is None or not ok(r['mean'])
+        or len(r.get('values', ())) < r.get('num_seeds', 0)):   # a seed diverged or is missing
       continue
     if best[r['method']] is None or r['overall_compression'] > best[r['method']]['overall_compression']:
       best[r['method']] = r
