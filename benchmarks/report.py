@@ -233,7 +233,8 @@ def within_tolerance(rows: Sequence[dict], tolerance: float) -> dict[str, Option
 
   Within: for an accuracy, at most `tolerance` points (of 100) below; for a lower-is-better metric
   (loss, perplexity), at most `tolerance` percent above. A row counts only when every seed
-  finished (none diverged, failed or pending). Raises ValueError when the sweep has no finished uncompressed row.
+  finished (none diverged, failed or pending). Raises ValueError when the sweep has no finished
+  uncompressed row.
   """
   ref = next((r for r in rows if r['method'] == 'uncompressed' and r['mean'] is not None), None)
   if ref is None:
