@@ -76,6 +76,16 @@ class Cell(NamedTuple):
   arg: str
 
 
+def sweep_config(*, name: str, experiment: str, grid: Sequence[str], seeds: Sequence[int],
+                 metric: str, reference: str, overrides: Sequence[str] = (),
+                 experiment_arg: str = '') -> ml_collections.ConfigDict:
+  """A sweep config with the fields of this module's docstring: what configs/sweeps/*.py return."""
+  return ml_collections.ConfigDict({
+      'name': name, 'experiment': experiment, 'experiment_arg': experiment_arg,
+      'grid': tuple(grid), 'seeds': tuple(seeds), 'overrides': tuple(overrides),
+      'metric': metric, 'reference': reference})
+
+
 def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file `path` (relative paths: from the repository root); a
   missing file or one that is not valid Python is a ConfigError (`preflight.load_module`)."""

@@ -38,9 +38,5 @@ def get_config(arg=None):
 
 def set_protocol(c):
   """The client/server protocol that goes with c.method.name (see the module docstring)."""
-  if c.method.name == 'fedavg':
-    c.client.update({'lr': 0.5, 'batch_size': 16, 'local_steps': 0, 'local_epochs': 1})
-    c.server.update({'optimizer': 'sgd', 'lr': 1.0})
-  else:
-    c.client.update({'lr': 1.0, 'batch_size': 0, 'local_steps': 1, 'local_epochs': 0})
-    c.server.update({'optimizer': 'adam', 'lr': 3e-3})
+  config_lib.set_one_step_protocol(c, fedavg_lr=0.5, fedavg_batch_size=16, batch_size=0,
+                                   server_lr=3e-3)

@@ -66,9 +66,5 @@ def smollm2_config(data: dict, rounds: int, eval_every: int, arg=None):
 
 def set_protocol(c):
   """The client/server protocol that goes with c.method.name (see the module docstring)."""
-  if c.method.name == 'fedavg':
-    c.client.update({'lr': 0.01, 'batch_size': 2, 'local_steps': 0, 'local_epochs': 1})
-    c.server.update({'optimizer': 'sgd', 'lr': 1.0})
-  else:
-    c.client.update({'lr': 1.0, 'batch_size': 0, 'local_steps': 1, 'local_epochs': 0})
-    c.server.update({'optimizer': 'adam', 'lr': 1e-4})
+  config_lib.set_one_step_protocol(c, fedavg_lr=0.01, fedavg_batch_size=2, batch_size=0,
+                                   server_lr=1e-4)

@@ -426,3 +426,20 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
       raise ConfigError(f'config argument {key!r} is unknown; allowed: {", ".join(allowed)}')
   return config
+
+
+def set_one_step_protocol(c: ml_collections.ConfigDict, *, fedavg_lr: float,
+                          fedavg_batch_size: int, batch_size: int, server_lr: float,
+                          server_optimizer: str = 'adam') -> None:
+  """The protocol most configs share, set for c.method.name. FedAvg: one local epoch of SGD at
+  client rate `fedavg_lr` (batches of `fedavg_batch_size`), server SGD at 1.0 on the mean model
+  change. Every other method: one local step on a batch of `batch_size` (0: the client's whole
+  data) at client rate 1, so that what a client compresses is its gradient, and the server's
+  `server_optimizer` at `server_lr` on the aggregate."""
+  if c.method.name == 'fedavg':
+    c.client.update({'lr': fedavg_lr, 'batch_size': fedavg_batch_size, 'local_steps': 0,
+                     'local_epochs': 1})
+    c.server.update({'optimizer': 'sgd', 'lr': 1.0})
+  else:
+    c.client.update({'lr': 1.0, 'batch_size': batch_size, 'local_steps': 1, 'local_epochs': 0})
+    c.server.update({'optimizer': server_optimizer, 'lr': server_lr})

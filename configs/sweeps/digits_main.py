@@ -11,7 +11,7 @@ upload; docs/paper.md §3), k = 200 values + indices for local top-k (24x upload
 sketch with k = 100 for FetchSGD (6.4x upload; masking='buckets', as in FetchSGD's released code).
 The MLP rather than the CNN keeps the job short: a few seconds a cell on 2 CPU cores.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -25,13 +25,7 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'digits_main'
-  c.experiment = 'configs/digits_cnn.py'
-  c.experiment_arg = 'model=mlp'
-  c.grid = GRID
-  c.seeds = (0,)
-  c.overrides = ('eval_every=20', 'time_client_cost=False')
-  c.metric = 'test_accuracy'
-  c.reference = 'digits_main'
-  return c
+  return sweep.sweep_config(
+      name='digits_main', experiment='configs/digits_cnn.py', experiment_arg='model=mlp', grid=GRID,
+      seeds=(0,), overrides=('eval_every=20', 'time_client_cost=False'), metric='test_accuracy',
+      reference='digits_main')

@@ -14,7 +14,7 @@ random_k runs unscaled (scaling=none; its default is the unbiased D/k scaling); 
 its default candidate factor p2 = 4. Measured cost: 10-25 s a cell on 2 CPU
 cores (see the wall-time column of benchmarks/results/digits_mlp/report.md).
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -56,13 +56,6 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'digits_mlp'
-  c.experiment = 'configs/digits_cnn.py'
-  c.experiment_arg = 'model=mlp'
-  c.grid = GRID
-  c.seeds = (0, 1, 2)
-  c.overrides = ('eval_every=10',)
-  c.metric = 'test_accuracy'
-  c.reference = 'digits_mlp'
-  return c
+  return sweep.sweep_config(
+      name='digits_mlp', experiment='configs/digits_cnn.py', experiment_arg='model=mlp', grid=GRID,
+      seeds=(0, 1, 2), overrides=('eval_every=10',), metric='test_accuracy', reference='digits_mlp')

@@ -12,7 +12,7 @@ and is refused (and recorded as failed) on hosts with less than about 530 GB of 
 Expected runtime and results: not measured here (no CIFAR-10 data on the machines that wrote this,
 GPU or CPU); benchmarks.report puts the per-cell wall time next to every row.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -48,13 +48,6 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'paper_table_cifar'
-  c.experiment = 'configs/cifar10_resnet9.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0, 1, 2)
-  c.overrides = ()
-  c.metric = 'test_accuracy'
-  c.reference = 'cifar10_resnet9'
-  return c
+  return sweep.sweep_config(
+      name='paper_table_cifar', experiment='configs/cifar10_resnet9.py', grid=GRID, seeds=(0, 1, 2),
+      metric='test_accuracy', reference='cifar10_resnet9')

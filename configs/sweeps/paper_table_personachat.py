@@ -14,36 +14,13 @@ is refused (recorded as failed) by `check_client_memory` unless data.max_clients
 Expected runtime and results: not measured here (no PersonaChat data on the machines that wrote
 this, GPU or CPU); benchmarks.report puts the per-cell wall time next to every row.
 """
-import ml_collections
+from benchmarks import sweep
+from configs.sweeps import paper_table_sst2
 
-GRID = (
-    'method=uncompressed',
-    'method=fedavg',
-    'method=intrinsic_static,d=32768',
-    'method=intrinsic_static,d=131072',
-    'method=intrinsic_static,d=524288',
-    'method=intrinsic_k_subspace,d=131072',
-    'method=intrinsic_time_varying,d=32768',
-    'method=intrinsic_time_varying,d=131072',
-    'method=local_topk,k=131072',
-    'method=true_topk,k=131072',
-    'method=random_k,k=131072',
-    'method=fetchsgd,rows=5,cols=1048576,k=131072',
-    'method=fetchsgd,rows=5,cols=1048576,k=131072,masking=buckets',
-    'method=sketched_sgd,rows=5,cols=1048576,k=131072',
-    'method=sign_sgd',
-    'method=powersgd,rank=4',
-)
+GRID = paper_table_sst2.GRID   # the same methods and budgets
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'paper_table_personachat'
-  c.experiment = 'configs/personachat_gpt2.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0,)
-  c.overrides = ()
-  c.metric = 'test_perplexity'
-  c.reference = 'personachat_gpt2'
-  return c
+  return sweep.sweep_config(
+      name='paper_table_personachat', experiment='configs/personachat_gpt2.py', grid=GRID,
+      seeds=(0,), metric='test_perplexity', reference='personachat_gpt2')

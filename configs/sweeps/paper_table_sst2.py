@@ -14,7 +14,7 @@ may be refused (recorded as failed) by `check_client_memory` on a small host.
 Expected runtime and results: not measured here (no SST-2 data on the machines that wrote this, GPU
 or CPU); benchmarks.report puts the per-cell wall time next to every row.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -37,13 +37,6 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'paper_table_sst2'
-  c.experiment = 'configs/sst2_bert.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0, 1, 2)
-  c.overrides = ()
-  c.metric = 'test_accuracy'
-  c.reference = 'sst2_bert'
-  return c
+  return sweep.sweep_config(
+      name='paper_table_sst2', experiment='configs/sst2_bert.py', grid=GRID, seeds=(0, 1, 2),
+      metric='test_accuracy', reference='sst2_bert')

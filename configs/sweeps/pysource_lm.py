@@ -13,7 +13,7 @@ coordinates; its default is p2 = 4), random_k unscaled (its default is the unbia
 Measured cost: about 1-2 minutes a cell on an idle 2-core CPU (0.6 s a round), several times that
 under load; see the wall-time column of the report.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -34,13 +34,6 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'pysource_lm'
-  c.experiment = 'configs/pysource_lm.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0, 1, 2)
-  c.overrides = ('eval_every=10',)
-  c.metric = 'test_perplexity'
-  c.reference = 'pysource_lm'
-  return c
+  return sweep.sweep_config(
+      name='pysource_lm', experiment='configs/pysource_lm.py', grid=GRID, seeds=(0, 1, 2),
+      overrides=('eval_every=10',), metric='test_perplexity', reference='pysource_lm')

@@ -14,7 +14,7 @@ always keeps client error and momentum, so it is left out (config.check_client_m
 Cost: one round took 502 s on the shared 2-core CPU including compilation (configs/pysource_smollm2
 .py); a cell is 30 rounds and 3 evaluations, so the grid (20 cells) is for a GPU.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     'method=uncompressed',
@@ -41,13 +41,6 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'pysource_smollm2'
-  c.experiment = 'configs/pysource_smollm2.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0,)
-  c.overrides = ('eval_every=10',)
-  c.metric = 'test_perplexity'
-  c.reference = 'pysource_smollm2'
-  return c
+  return sweep.sweep_config(
+      name='pysource_smollm2', experiment='configs/pysource_smollm2.py', grid=GRID, seeds=(0,),
+      overrides=('eval_every=10',), metric='test_perplexity', reference='pysource_smollm2')

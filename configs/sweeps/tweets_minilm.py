@@ -28,7 +28,7 @@ Resumable (benchmarks/sweep.py): a killed sweep
 continues with the first cell not done, so it may span sessions. On a GPU the same cells take
 seconds; there `--config.overrides='("rounds=200", "data.seq_len=64")'` is the full-size variant.
 """
-import ml_collections
+from benchmarks import sweep
 
 D_VALUES = (2**10, 2**12, 2**14, 2**17)
 GRID = (
@@ -54,13 +54,7 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'tweets_minilm'
-  c.experiment = 'configs/tweets_minilm.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0, 1, 2)
-  c.overrides = ('rounds=30', 'eval_every=15', 'eval_splits=test')
-  c.metric = 'test_accuracy'
-  c.reference = 'tweets_minilm'
-  return c
+  return sweep.sweep_config(
+      name='tweets_minilm', experiment='configs/tweets_minilm.py', grid=GRID, seeds=(0, 1, 2),
+      overrides=('rounds=30', 'eval_every=15', 'eval_splits=test'), metric='test_accuracy',
+      reference='tweets_minilm')

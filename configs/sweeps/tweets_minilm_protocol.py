@@ -10,7 +10,7 @@ seed, the protocol's 40 rounds, one evaluation at round 40 on the validation spl
 validation accuracy of each group sets SERVER_LR, INTRINSIC_SCALE (best intrinsic rate / 1.1e-2)
 and FEDAVG['client_lr'] in configs/tweets_minilm.py. 9 cells.
 """
-import ml_collections
+from benchmarks import sweep
 
 GRID = (
     *(f'method=uncompressed,server_lr={lr}' for lr in (1e-4, 3e-4, 6e-4)),
@@ -20,13 +20,8 @@ GRID = (
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'tweets_minilm_protocol'
-  c.experiment = 'configs/tweets_minilm.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0,)
-  c.overrides = ('eval_every=40', 'eval_splits=validation')   # one evaluation, validation only
-  c.metric = 'val_accuracy'
-  c.reference = 'tweets_minilm'
-  return c
+  # overrides: one evaluation, validation only
+  return sweep.sweep_config(
+      name='tweets_minilm_protocol', experiment='configs/tweets_minilm.py', grid=GRID, seeds=(0,),
+      overrides=('eval_every=40', 'eval_splits=validation'), metric='val_accuracy',
+      reference='tweets_minilm')

@@ -16,19 +16,11 @@ configs/tweets_smollm2.py (intrinsic_static) took 285 s and its evaluation 193 s
 2-core CPU, both including compilation, and a cell is 25 rounds and 5 evaluations, so the grid
 (20 cells) is for a GPU (3 seeds there: add `--config.seeds=0,1,2`).
 """
-import ml_collections
-
+from benchmarks import sweep
 from configs.sweeps.pysource_smollm2 import GRID   # the same entries
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = 'tweets_smollm2'
-  c.experiment = 'configs/tweets_smollm2.py'
-  c.experiment_arg = ''
-  c.grid = GRID
-  c.seeds = (0,)
-  c.overrides = ('eval_every=5',)
-  c.metric = 'test_perplexity'
-  c.reference = 'tweets_smollm2'
-  return c
+  return sweep.sweep_config(
+      name='tweets_smollm2', experiment='configs/tweets_smollm2.py', grid=GRID, seeds=(0,),
+      overrides=('eval_every=5',), metric='test_perplexity', reference='tweets_smollm2')
