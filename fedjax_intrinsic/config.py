@@ -313,22 +313,16 @@ def parse_arg(arg: str | None) -> dict:
 
 
 def check_resources(config: ml_collections.ConfigDict) -> None:
-  """Checks what lies outside the config (data directories and files); raises ConfigError.
+  """Checks what lies outside the config (data directories and files, the model's pretrained files:
+  `models.check_available`); raises ConfigError.
 
   Runs after `validate` and before any data is loaded or anything is compiled.
   """
-  from fedjax_intrinsic import data
-  from fedjax_intrinsic.models import bert, hf_checkpoint
+  from fedjax_intrinsic import data, models
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
-    if config.model.name == 'minilm_l6' and not config.model.get('checkpoint'):
-      bert.minilm_file('model.safetensors')          # the installed package's checkpoint
-    elif config.model.get('checkpoint') is not None:  # pretrained weights from a local file
-      if config.model.name == 'llama':                 # a .gguf file or a preset name
-        from fedjax_intrinsic.models import gguf_checkpoint
-        gguf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
-      else:
-        hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+    models.check_available(config.model.name,
+                           **{k: v for k, v in config.model.items() if k != 'name'})
   except ValueError as e:
     raise ConfigError(str(e)) from None
 

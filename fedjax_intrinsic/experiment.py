@@ -94,7 +94,8 @@ class Experiment:
     with _as_config_error(prefix='simulation.'):   # its one-line checks of simulation.* fields
       self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
                                              sim.clients_per_chunk, sim.cohort_shortcut,
-                                             model_name=config.model.name, mesh=self.mesh)
+                                             family=models.family(config.model.name),
+                                             mesh=self.mesh)
     client_state0 = self.algorithm.init_client(self.params0)
     config_lib.check_client_memory(
         config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1),
