@@ -34,7 +34,7 @@ import numpy as np
 
 from fedjax_intrinsic import build as build_lib, checkpoint, comm, keys, preflight, sharding
 from fedjax_intrinsic import simulation, workdir as workdir_lib
-from fedjax_intrinsic.algorithms.base import local_sgd, model_loss
+from fedjax_intrinsic.algorithms.base import local_sgd, model_loss, tree_bytes
 
 
 class Experiment:
@@ -56,7 +56,7 @@ class Experiment:
     self.cohort_size = b.cohorts.cohort_size
     self.upload_per_client, self.request_per_client = b.upload_per_client, b.request_per_client
     self.clients = simulation.ClientStateStore(b.client_state0, b.data.num_clients)
-    self.ledger = comm.ByteLedger(b.data.num_clients, comm.tree_bytes(b.params0))
+    self.ledger = comm.ByteLedger(b.data.num_clients, tree_bytes(b.params0))
     # The next sampled round's (cohort, round_fn inputs), built while the current round runs on the
     # devices (`run_round`); a pure function of the round number, so this changes no result.
     self._prefetched: dict = {}

@@ -60,20 +60,6 @@ def alg_bytes(tree):
   return sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(tree))
 
 
-def test_a_share_of_a_cohort_is_its_slice(make_digits_config):
-  c = make_digits_config('fedavg', clients_per_round=7)
-  c.client.update({'lr': 0.1, 'batch_size': 4, 'local_steps': 0, 'local_epochs': 2})
-  cohorts = build.build(c).cohorts
-  ids = np.concatenate([cohorts.sample(2), [-1]]).astype(np.int32)
-  batches, weights = cohorts.inputs(2, ids)
-  assert abs(float(weights.sum()) - 1.0) < 1e-6 and weights[-1] == 0
-  for share in (slice(0, 3), slice(3, 8), slice(5, 6)):
-    part, part_w = cohorts.inputs(2, ids, share)
-    np.testing.assert_array_equal(part_w, weights[share])
-    for k in batches:
-      np.testing.assert_array_equal(part[k], batches[k][share], err_msg=k)
-
-
 def test_engine_imports_point_one_way():
   """sharding imports no simulation, simulation neither the build nor the run loop."""
   code = ('import sys; import fedjax_intrinsic.sharding as s; a = "fedjax_intrinsic.simulation" in '
