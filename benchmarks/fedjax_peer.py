@@ -114,10 +114,10 @@ def digits_config(clients_per_round: int, rounds: int, strategy: str = DEFAULT):
 
 def resolved_strategy(config) -> str:
   """The client parallelism a config runs (``auto`` resolved where the project has it)."""
-  from fedjax_intrinsic import simulation
+  from fedjax_intrinsic import models, simulation
   value = config.simulation.client_parallelism
   resolve = getattr(simulation, 'resolve_strategy', None)
-  return resolve(value, config.model.name) if resolve is not None else value
+  return resolve(value, models.family(config.model.name)) if resolve is not None else value
 
 
 def _mlp_layers(params) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -14,13 +14,18 @@ dropped on resume and recomputed, identically, since a run is deterministic give
 A checkpoint that cannot be read back (a file truncated or corrupted on disk, a save cut short)
 is skipped on resume: `restore_newest_good` falls back to the newest one that restores, saying so
 in one line; max_to_keep=2 keeps one to fall back to.
+`resume` is the whole of a restart: the workdir's config must be the run's, then the newest good
+checkpoint is loaded into the run's server state, ledger and client-state store.
 """
+import json
 import os
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from fedjax_intrinsic import config as config_lib, workdir as workdir_lib
 
 
 class Checkpointer:
@@ -88,3 +93,29 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def resume(checkpointer: Checkpointer, workdir: str, config, server_state: Any, ledger,
+           clients, say=print) -> tuple[Optional[int], Any]:
+  """(round resumed from, server state) from the newest good checkpoint of `checkpointer`, with
+  `ledger` (comm.ByteLedger) and `clients` (simulation.ClientStateStore) loaded in place; (None,
+  server_state) when there is none. A workdir whose config.json is another config is a
+  ConfigError."""
+  if checkpointer.latest_round() is None:
+    return None, server_state
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != workdir_lib.strict(config.to_dict()):
+      raise config_lib.ConfigError(
+          f'--workdir={workdir} holds checkpoints of a different config; allowed: the same config '
+          '(to resume) or a new --workdir')
+  start, restored = checkpointer.restore_newest_good(
+      server_state, ledger.state_dict(), clients.state_dict(), say=say)
+  if start is None:
+    return None, server_state
+  server_state, ledger_state, tables = restored
+  ledger.load_state_dict(ledger_state)
+  clients.load_state_dict(tables)
+  return start, server_state

@@ -7,10 +7,44 @@ Download: staleness-aware. The ledger remembers the round whose broadcast each c
 the method's `download_bytes` says it needs to catch up (and the second exchange's request, if any).
 Ratios are relative to uncompressed training of the same model on the same cohorts: 4·D bytes up and
 4·D bytes down per participant per round (float32 θ and gradient).
+
+`per_client_bytes` sets up what does not change from round to round, once per run, from shapes
+alone (`jax.eval_shape`: nothing runs): what one participant uploads, and what every participant
+downloads besides its catch-up.
 """
 import dataclasses
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from fedjax_intrinsic.algorithms.base import FederatedAlgorithm, tree_bytes
+
+
+def per_client_bytes(alg: FederatedAlgorithm, server_state: Any, params0: Any,
+                     batch: Any) -> tuple[int, int]:
+  """(upload, request): the bytes one participant sends in a round, and the bytes every participant
+  downloads besides its catch-up (`download_bytes`).
+
+  upload: its payload (and, with a second exchange, its second payload); request: the second
+  exchange's request and the end-of-round notice (0 without them). server_state, params0 (θ0, what
+  `init_client` takes) and batch (one client's batches, leaves [S, B, ...]) may be arrays or
+  ShapeDtypeStructs: only their shapes are used.
+  """
+  bc = jax.eval_shape(alg.broadcast, server_state)
+  cstate = jax.eval_shape(lambda: alg.init_client(params0))
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  payload = jax.eval_shape(alg.client_update, bc, cstate, batch, key)[0]
+  upload = tree_bytes(payload)
+  request = tree_bytes(jax.eval_shape(alg.notice, server_state)) if alg.finish is not None else 0
+  if alg.query is not None:
+    agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
+                                                 jnp.ones((1,))), payload)
+    query = jax.eval_shape(alg.query, server_state, agg)
+    request += tree_bytes(query)
+    upload += tree_bytes(jax.eval_shape(alg.respond, bc, query, cstate, batch, key)[0])
+  return upload, request
 
 
 @dataclasses.dataclass

@@ -36,9 +36,27 @@ def _fail(field, value, allowed):
   raise ConfigError(f'{field}={value!r} is invalid; allowed: {allowed}')
 
 
+def is_real(value) -> bool:
+  """value is an int or a float, and not a bool."""
+  return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def is_int(value, lo=None, hi=None) -> bool:
+  """value is an int (not a bool) in [lo, hi] (None: unbounded on that side)."""
+  return (not isinstance(value, bool) and isinstance(value, int)
+          and (lo is None or value >= lo) and (hi is None or value <= hi))
+
+
+def is_number(value, lo=None, hi=None, lo_open=False, hi_open=False) -> bool:
+  """value is a finite int or float (not a bool) in the interval given (None: unbounded)."""
+  return (is_real(value) and math.isfinite(value)
+          and (lo is None or (value > lo if lo_open else value >= lo))
+          and (hi is None or (value < hi if hi_open else value <= hi)))
+
+
 def _positive_int(config, field):
   value = _get(config, field)
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+  if not is_int(value, 1):
     _fail(field, value, 'a positive integer')
 
 
@@ -51,7 +69,8 @@ def _get(config, field):
   return node
 
 
-def _kind(value) -> str:
+def type_name(value) -> str:
+  """The kind of value `value` is, as an error's 'allowed:' names it."""
   if isinstance(value, bool):
     return 'true or false'
   if isinstance(value, int):
@@ -60,6 +79,8 @@ def _kind(value) -> str:
     return 'a number'
   if isinstance(value, str):
     return 'a string'
+  if isinstance(value, (tuple, list)):
+    return 'a tuple such as (1, 2)'
   return type(value).__name__
 
 
@@ -94,7 +115,7 @@ def check_fields(config: ml_collections.ConfigDict, reference: ml_collections.Co
         continue
       check_fields(value, ref, field + '.', open_groups)
     elif not _same_kind(ref, value):
-      _fail(field, value, _kind(ref))
+      _fail(field, value, type_name(ref))
   for key in reference.keys():
     if key not in config:
       raise ConfigError(f'{prefix + key} is missing from the config; allowed: every field of '
@@ -104,10 +125,7 @@ def check_fields(config: ml_collections.ConfigDict, reference: ml_collections.Co
 def _number(config, field, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
   """field: a finite int or float in the interval given (None: unbounded on that side)."""
   value = _get(config, field)
-  ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-        and (lo is None or (value > lo if lo_open else value >= lo))
-        and (hi is None or (value < hi if hi_open else value <= hi)))
-  if not ok:
+  if not is_number(value, lo, hi, lo_open, hi_open):
     name = field.split('.')[-1]
     if lo is not None and hi is not None:
       allowed = f'{lo} {"<" if lo_open else "<="} {name} {"<" if hi_open else "<="} {hi}'
@@ -152,15 +170,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
           f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
           'counters)')
-  if (isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int)
-      or config.checkpoint_every < 0):
+  if not is_int(config.checkpoint_every, 0):
     _fail('checkpoint_every', config.checkpoint_every, 'an integer >= 0 (0 = no checkpoints)')
   if not isinstance(config.time_client_cost, bool):
     _fail('time_client_cost', config.time_client_cost, 'true or false')
   if config.eval_splits not in EVAL_SPLITS:
     _fail('eval_splits', config.eval_splits, ', '.join(EVAL_SPLITS))
-  if not isinstance(config.seed, int) or isinstance(config.seed, bool) or not \
-      0 <= config.seed <= MAX_SEED:
+  if not is_int(config.seed, 0, MAX_SEED):
     _fail('seed', config.seed, f'an integer 0 .. 2**32 - 1 = {MAX_SEED}')
   for field, names in (('data.name', data.DATASETS), ('model.name', models.MODELS),
                        ('method.name', algorithms.METHODS)):
@@ -176,18 +192,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _fail('clients_per_round', config.clients_per_round,
             f'at most data.num_clients={num_clients}')
   ratio = config.get('divergence_loss_ratio', 0.0)
-  if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio == 0 or ratio > 1):
+  if not is_real(ratio) or not (ratio == 0 or ratio > 1):
     _fail('divergence_loss_ratio', ratio, '0 (non-finite loss only) or a number > 1')
-  # Client training.
-  if not config.client.lr >= 0:
-    _fail('client.lr', config.client.lr, 'a number >= 0')
+  # Client training (client.lr: NUMBERS).
   for field in ('client.batch_size', 'client.local_steps', 'client.local_epochs'):
     value = _get(config, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value, 0):
       _fail(field, value, 'an integer >= 0')
   if config.client.local_steps == 0 and config.client.local_epochs == 0:
     _fail('client.local_steps', 0, 'a positive integer, or client.local_epochs > 0')
-  # Server.
+  # Server (its numbers: NUMBERS).
   s = config.server
   if s.optimizer not in OPTIMIZERS:
     _fail('server.optimizer', s.optimizer, ', '.join(OPTIMIZERS))
@@ -195,14 +209,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail('server.schedule', s.schedule, ', '.join(SCHEDULES))
   if s.weighting not in WEIGHTINGS:
     _fail('server.weighting', s.weighting, ', '.join(WEIGHTINGS))
-  if not s.lr >= 0:
-    _fail('server.lr', s.lr, 'a number >= 0')
-  if not 0 <= s.momentum < 1:
-    _fail('server.momentum', s.momentum, '0 <= momentum < 1')
-  if not s.weight_decay >= 0:
-    _fail('server.weight_decay', s.weight_decay, 'a number >= 0')
-  if not 0 <= s.warmup_fraction < 1:
-    _fail('server.warmup_fraction', s.warmup_fraction, '0 <= warmup_fraction < 1')
   # Simulation.
   sim = config.simulation
   if sim.client_parallelism not in simulation.CLIENT_PARALLELISM:
@@ -210,7 +216,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
           ', '.join(simulation.CLIENT_PARALLELISM))
   _positive_int(config, 'simulation.clients_per_chunk')
   num_devices = sim.get('num_devices', 1)
-  if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 0:
+  if not is_int(num_devices, 0):
     _fail('simulation.num_devices', num_devices, 'an integer >= 0 (0 = all devices, 1 = no mesh)')
   if sim.get('model_devices', 1) != 1:
     _fail('simulation.model_devices', sim.model_devices, '1 (a model axis is not implemented)')
@@ -230,7 +236,7 @@ def _check_method_fields(config) -> None:
       _fail(f'method.{key}', m[key], f'no such field of method.name={m.name!r}; its fields: '
             + ', '.join(f'method.{k}' for k in ref.keys() if k != 'name'))
     if not _same_kind(ref[key], m[key]):
-      _fail(f'method.{key}', m[key], _kind(ref[key]))
+      _fail(f'method.{key}', m[key], type_name(ref[key]))
   for key in ref.keys():
     if key not in m:
       raise ConfigError(f'method.{key} is missing for method.name={m.name!r}; allowed: the '
@@ -318,22 +324,16 @@ def parse_arg(arg: str | None) -> dict:
 
 
 def check_resources(config: ml_collections.ConfigDict) -> None:
-  """Checks what lies outside the config (data directories and files); raises ConfigError.
+  """Checks what lies outside the config (data directories and files, the model's pretrained files:
+  `models.check_available`); raises ConfigError.
 
   Runs after `validate` and before any data is loaded or anything is compiled.
   """
-  from fedjax_intrinsic import data
-  from fedjax_intrinsic.models import bert, hf_checkpoint
+  from fedjax_intrinsic import data, models
   try:
     data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
-    if config.model.name == 'minilm_l6' and not config.model.get('checkpoint'):
-      bert.minilm_file('model.safetensors')          # the installed package's checkpoint
-    elif config.model.get('checkpoint') is not None:  # pretrained weights from a local file
-      if config.model.name == 'llama':                 # a .gguf file or a preset name
-        from fedjax_intrinsic.models import gguf_checkpoint
-        gguf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
-      else:
-        hf_checkpoint.resolve(config.model.checkpoint, 'model.checkpoint')
+    models.check_available(config.model.name,
+                           **{k: v for k, v in config.model.items() if k != 'name'})
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
@@ -364,11 +364,11 @@ def _cast_like(old, value, field: str):
   if old is None:
     return value
   if isinstance(old, int):       # never round: a float given for an integer field is refused
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
       _fail(field, value, 'an integer')
     return value
   if isinstance(old, float):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
       _fail(field, value, 'a number')
     return float(value)
   if isinstance(old, str):

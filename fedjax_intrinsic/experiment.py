@@ -1,4 +1,12 @@
-"""config → data, model, method → rounds → metrics.jsonl, config.json, summary.json.
+"""The run loop: a build's rounds → metrics.jsonl, config.json, summary.json, checkpoints.
+
+    summary = experiment.run(config, workdir)    # what run.py calls
+
+Data flows one way: `build.build(config)` makes, once, everything that does not change from round
+to round (data, model, method, round function, cohort sampler, per-client bytes: build.py); the
+loop here holds what does (the server state, every client's state in a `ClientStateStore`, the
+byte ledger, `comm.ByteLedger`) and writes the files. `Experiment(config)` is the two together,
+one round at a time (`init_state`, `run_round`, `evaluate`), for tests and benchmarks.
 
 Files in the workdir:
 - `config.json`: the config as run.
@@ -9,9 +17,10 @@ Files in the workdir:
 - `summary.json` (written atomically at the end, or when the run diverges): final metrics, totals,
   status ('finished' | 'diverged' with the round: the training loss was non-finite or above
   `config.divergence_loss_ratio` times round 1's), git commit, package versions, backend, devices.
+- `checkpoints/` (with `config.checkpoint_every`): see checkpoint.py; a run started again on the
+  same workdir resumes from the newest good one (`checkpoint.resume`).
 """
 import contextlib
-import json
 import math
 import os
 import subprocess
@@ -20,154 +29,98 @@ import time
 from typing import Any, Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedjax_intrinsic import algorithms, checkpoint, comm, config as config_lib, keys, models, sharding, simulation
-from fedjax_intrinsic import preflight, workdir as workdir_lib
-from fedjax_intrinsic import data as data_lib
+from fedjax_intrinsic import build as build_lib, checkpoint, comm, keys, preflight, sharding
+from fedjax_intrinsic import simulation, workdir as workdir_lib
 from fedjax_intrinsic.algorithms.base import local_sgd, model_loss, tree_bytes
-from fedjax_intrinsic.data import batching
-
-
-@contextlib.contextmanager
-def _as_config_error(prefix: str = ''):
-  """A ValueError whose message starts with `prefix` is a config error (exit code 2): for the data
-  loaders, which check their files' content as they read them, and the round builder's checks."""
-  try:
-    yield
-  except config_lib.ConfigError:
-    raise
-  except ValueError as e:
-    if not str(e).startswith(prefix):
-      raise
-    raise config_lib.ConfigError(str(e).splitlines()[0]) from e
 
 
 class Experiment:
-  """Everything a run is built from, made once from a validated config (no rounds run yet)."""
+  """A build (`build.build`) and the state its rounds change: the client-state store, the ledger.
+
+  Attributes: `build` (the `build.Build`), its fields (`config`, `run_key`, `data`, `model`,
+  `params0`, `num_params`, `algorithm`, `mesh`, `round_fn`, `cohort_size`, `upload_per_client`,
+  `request_per_client`), `clients` (`simulation.ClientStateStore`, every client's state) and
+  `ledger` (`comm.ByteLedger`). No round has run yet.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, facts: Optional[preflight.Facts] = None):
     """`facts`: what `preflight.check(config)` returned, when the caller ran it (else it runs here,
     first: nothing is loaded or compiled before the whole config is checked)."""
-    if facts is None:
-      facts = preflight.check(config)
-    self.config = config
-    self.run_key = keys.run_key(config.seed)
-    # Every round's sampling and round key, derived once (uint32[rounds + 1, 2], host-side).
-    self.sample_keys = keys.per_round(keys.sample_key, self.run_key, config.rounds)
-    self.round_keys = keys.per_round(keys.round_key, self.run_key, config.rounds)
-    data_options = {k: v for k, v in config.data.items() if k != 'name'}
-    with _as_config_error():   # data files are user input: their content is checked as they load
-      self.data = data_lib.get(config.data.name, key=keys.data_key(self.run_key), **data_options)
-    if config.clients_per_round > self.data.num_clients:
-      raise config_lib.ConfigError(
-          f'clients_per_round={config.clients_per_round} is invalid; allowed: at most the '
-          f'{self.data.num_clients} clients of data set {config.data.name!r}')
-    x_shape = self.data.example_spec['x'][0]
-    self.model, shapes = preflight.model_shapes(config, x_shape, self.data.num_classes)
-    if facts.num_params is None:   # the data's shape was known only now: the checks that need D
-      preflight.check_sizes(config, shapes)
-    self.params0 = jax.jit(self.model.init)(keys.init_key(self.run_key))
-    self.num_params = models.num_params(self.params0)
-    ctx = algorithms.BuildContext(
-        model=self.model, params0=self.params0, run_key=self.run_key,
-        server_optimizer=config_lib.server_optimizer(config.server, config.rounds),
-        client_lr=config.client.lr, num_clients=self.data.num_clients, num_rounds=config.rounds,
-        server_optimizer_stateless=config_lib.server_optimizer_is_stateless(config.server))
-    # Every rule a method checks at build time was checked above (preflight.check_sizes): an
-    # error from the build is a bug and keeps its traceback.
-    self.algorithm = algorithms.get(config.method.name, config.method, ctx)
-    sim = config.simulation
-    self.batch_size = config.client.batch_size or int(self.data.client_sizes.max())
-    self.num_steps = config.client.local_steps or batching.steps_for_epochs(
-        self.data, self.batch_size, config.client.local_epochs)
-    # Local epochs: that many passes; a fixed number of steps over the whole data (batch_size 0):
-    # one pass; a fixed number of steps of smaller batches: fill every step (passes repeat).
-    c = config.client
-    self.epochs = c.local_epochs or (1 if c.batch_size == 0 else None)
-    self.mesh = sharding.make_mesh(sim.get('num_devices', 1), sim.get('model_devices', 1))
-    self.cohort_size = simulation.padded_cohort_size(
-        config.clients_per_round, sim.client_parallelism, sim.clients_per_chunk,
-        sharding.mesh_size(self.mesh))
-    with _as_config_error(prefix='simulation.'):   # its one-line checks of simulation.* fields
-      self.round_fn = simulation.build_round(self.algorithm, sim.client_parallelism,
-                                             sim.clients_per_chunk, sim.cohort_shortcut,
-                                             model_name=config.model.name, mesh=self.mesh)
-    client_state0 = self.algorithm.init_client(self.params0)
-    config_lib.check_client_memory(
-        config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1),
-        self.data.num_clients)
-    self.clients = simulation.ClientStateStore(client_state0, self.data.num_clients)
-    self.evaluator = models.make_evaluator(self.model, config.eval_batch_size)
+    b = self.build = build_lib.build(config, facts)
+    self.config, self.run_key, self.data, self.model = b.config, b.run_key, b.data, b.model
+    self.params0, self.num_params, self.algorithm = b.params0, b.num_params, b.algorithm
+    self.mesh, self.round_fn, self.cohorts = b.mesh, b.round_fn, b.cohorts
+    self.cohort_size = b.cohorts.cohort_size
+    self.upload_per_client, self.request_per_client = b.upload_per_client, b.request_per_client
+    self.clients = simulation.ClientStateStore(b.client_state0, b.data.num_clients)
+    self.ledger = comm.ByteLedger(b.data.num_clients, tree_bytes(b.params0))
     # The next sampled round's (cohort, round_fn inputs), built while the current round runs on the
     # devices (`run_round`); a pure function of the round number, so this changes no result.
     self._prefetched: dict = {}
 
-  def _key(self, table: np.ndarray, key_fn, round_num: int) -> np.ndarray:
-    """Round `round_num`'s key from its precomputed table (derived afresh past the table)."""
-    if round_num < len(table):
-      return table[round_num]
-    return np.asarray(jax.random.key_data(key_fn(self.run_key, round_num)))
-
   def cohort(self, round_num: int) -> np.ndarray:
-    """i32[cohort_size]: the round's sampled client ids (seeded), then −1 for padding clients."""
-    rng = keys.numpy_rng(self._key(self.sample_keys, keys.sample_key, round_num))
-    ids = rng.choice(self.data.num_clients, self.config.clients_per_round, replace=False)
-    pad = self.cohort_size - len(ids)
-    return np.concatenate([ids, -np.ones(pad, ids.dtype)]).astype(np.int32)
+    """i32[cohort_size]: the round's sampled client ids, then −1 padding (`Cohorts.sample`)."""
+    return self.cohorts.sample(round_num)
 
-  def round_inputs(self, round_num: int, client_ids: np.ndarray) -> dict:
-    """The padded batches and aggregation weights of one round (host-side numpy)."""
-    rng = keys.numpy_rng(self._key(self.round_keys, keys.round_key, round_num))
-    batches = batching.client_batches(self.data, client_ids, batch_size=self.batch_size,
-                                      num_steps=self.num_steps, rng=rng, epochs=self.epochs)
-    weights = simulation.aggregation_weights(batches.pop('num_examples'), client_ids,
-                                             self.config.server.weighting)
-    return batches, weights
+  def round_inputs(self, round_num: int, client_ids: np.ndarray) -> tuple:
+    """(batches, weights) of one round's clients, host-side numpy (`Cohorts.inputs`)."""
+    return self.cohorts.inputs(round_num, client_ids)
 
-  def local_round_inputs(self, round_num: int, client_ids: np.ndarray, share: slice) -> dict:
-    """`round_inputs` of the contiguous share `client_ids[share]` only, loading only its data.
+  def local_round_inputs(self, round_num: int, client_ids: np.ndarray, share: slice) -> tuple:
+    """`round_inputs` of the contiguous share `client_ids[share]` only, loading only its data."""
+    return self.cohorts.inputs(round_num, client_ids, share)
 
-    Equal to slicing `round_inputs(round_num, client_ids)`: the weights come from the client sizes
-    (metadata), and the shuffling stream skips the draws of the clients before the share (one
-    uniform per example and pass, as `batching.client_batches` draws them).
+  def init_state(self):
+    """The server state before round 1."""
+    return jax.jit(self.algorithm.init)(self.params0)
+
+  def run_round(self, state, round_num: int, client_ids: Optional[np.ndarray] = None):
+    """Runs round `round_num` on its sampled cohort (or on `client_ids`); returns (state, line).
+
+    line: {'round', 'train_loss', bytes of the round and cumulative, compression ratios}.
+    On a sampled cohort, the next round's cohort and inputs are built while this round runs.
     """
-    ids = np.asarray(client_ids)
-    real = ids >= 0
-    sizes = np.where(real, self.data.client_sizes[np.maximum(ids, 0)], 0).astype(np.int64)
-    weights = simulation.aggregation_weights(sizes.astype(np.float32), ids,
-                                             self.config.server.weighting)
-    slots = self.num_steps * self.batch_size
-    if self.epochs is None:
-      used = np.where(sizes > 0, slots, 0)
+    cohorts = self.cohorts
+    if client_ids is None:
+      ids, inputs = self._prefetched.pop(round_num, (None, None))
+      if ids is None:
+        ids = cohorts.sample(round_num)
+        inputs = cohorts.device_inputs(round_num, ids, self.mesh)
     else:
-      used = np.minimum(np.ceil(sizes * float(self.epochs)).astype(np.int64), slots)
-    draws = sizes * (-(-used // np.maximum(sizes, 1)))
-    rng = keys.numpy_rng(self._key(self.round_keys, keys.round_key, round_num))
-    rng.bit_generator.advance(int(draws[:share.start].sum()))   # one 64-bit output per uniform
-    batches = batching.client_batches(self.data, ids[share], batch_size=self.batch_size,
-                                      num_steps=self.num_steps, rng=rng, epochs=self.epochs)
-    batches.pop('num_examples')
-    return batches, weights[share]
+      ids = np.asarray(client_ids, np.int32)
+      inputs = cohorts.device_inputs(round_num, ids, self.mesh)
+    held = self.ledger.held_round[np.maximum(ids, 0)]
+    down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
+    down = down + self.request_per_client
+    batches, weights, shard_ids = inputs
+    result = self.round_fn(state, self.clients.gather(shard_ids), batches, weights, shard_ids,
+                           cohorts.round_key(round_num))
+    if client_ids is None and round_num < self.config.rounds:   # overlaps the dispatched round
+      nxt = cohorts.sample(round_num + 1)
+      self._prefetched = {round_num + 1: (nxt, cohorts.device_inputs(round_num + 1, nxt, self.mesh))}
+    # Every process keeps the global cohort's ledger and client-state store.
+    self.clients.scatter(ids, sharding.to_host(result.client_states))
+    loss = float(sharding.to_host(result.metrics['loss']))
+    line = {'round': round_num, 'train_loss': loss}
+    after = (None if self.algorithm.held_after is None
+             else self.algorithm.held_after(state, held))
+    line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down, after))
+    return result.server_state, line
 
-  def upload_bytes_per_client(self, server_state) -> int:
-    """Bytes one client sends in a round: its payload (and second payload), from shapes alone."""
-    alg = self.algorithm
-    one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
-                             self.round_inputs(1, self.cohort(1))[0])
-    bc = jax.eval_shape(alg.broadcast, server_state)
-    cstate = jax.eval_shape(lambda: alg.init_client(self.params0))
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    payload = jax.eval_shape(alg.client_update, bc, cstate, one_batch, key)[0]
-    total = tree_bytes(payload)
-    if alg.query is not None:
-      agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
-                                                   jnp.ones((1,))), payload)
-      request = jax.eval_shape(alg.query, server_state, agg)
-      total += tree_bytes(jax.eval_shape(alg.respond, bc, request, cstate, one_batch, key)[0])
-    return total
+  def evaluate(self, params) -> dict:
+    """{'test_<metric>', 'val_<metric>'} of `params` on the data's test and validation splits
+    (those of config.eval_splits)."""
+    if self.mesh is not None:   # replicated over the mesh: evaluate this process's copy
+      params = sharding.to_host(params)
+    out, wanted = {}, self.config.eval_splits.split(',')
+    for name, split, prefix in (('test', self.data.test, 'test_'),
+                                ('validation', self.data.validation, 'val_')):
+      if name in wanted and split is not None and len(next(iter(split.values()))):
+        out.update({prefix + k: float(v) for k, v in self.build.evaluator(params, split).items()})
+    return out
 
   def client_cost(self, server_state, repeats: int = 5) -> dict:
     """Seconds one client spends on a round, measured on round 1's first client (timing fields).
@@ -192,88 +145,6 @@ class Experiment:
     t_train = _median_seconds(lambda: train(params, batch), repeats)
     return {'time_client_update_s': t_update, 'time_client_train_s': t_train,
             'time_client_encode_s': max(t_update - t_train, 0.0)}
-
-  def request_bytes(self, server_state) -> int:
-    """Bytes every participant downloads besides its catch-up: the second exchange's request and
-    the method's end-of-round notice (0 without them)."""
-    alg = self.algorithm
-    note = tree_bytes(jax.eval_shape(alg.notice, server_state)) if alg.finish is not None else 0
-    if alg.query is None:
-      return note
-    bc = jax.eval_shape(alg.broadcast, server_state)
-    cstate = jax.eval_shape(lambda: alg.init_client(self.params0))
-    one_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
-                             self.round_inputs(1, self.cohort(1))[0])
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    payload = jax.eval_shape(alg.client_update, bc, cstate, one_batch, key)[0]
-    agg = jax.eval_shape(lambda p: alg.aggregate(jax.tree.map(lambda x: x[None], p),
-                                                 jnp.ones((1,))), payload)
-    return tree_bytes(jax.eval_shape(alg.query, server_state, agg)) + note
-
-  def init_state(self):
-    """The server state before round 1 (and a fresh byte ledger)."""
-    state = jax.jit(self.algorithm.init)(self.params0)
-    self.ledger = comm.ByteLedger(self.data.num_clients, tree_bytes(self.params0))
-    self.upload_per_client = self.upload_bytes_per_client(state)
-    self.request_per_client = self.request_bytes(state)
-    return state
-
-  def device_inputs(self, round_num: int, client_ids: np.ndarray) -> tuple:
-    """(batches, weights, ids) as `round_fn` takes them for this cohort: without a mesh, batches
-    and weights put on the device (asynchronously); with one, this process's share
-    (`local_round_inputs` when there are several processes: every process samples the global
-    cohort, loads its own share only). ids stay host-side: they also index the client-state store."""
-    if self.mesh is None:
-      return jax.device_put(self.round_inputs(round_num, client_ids)) + (client_ids,)
-    share = sharding.process_share(len(client_ids))
-    if jax.process_count() > 1:
-      batches, weights = self.local_round_inputs(round_num, client_ids, share)
-    else:
-      batches, weights = self.round_inputs(round_num, client_ids)
-    return batches, weights, client_ids[share]
-
-  def run_round(self, state, round_num: int, client_ids: Optional[np.ndarray] = None):
-    """Runs round `round_num` on its sampled cohort (or on `client_ids`); returns (state, line).
-
-    line: {'round', 'train_loss', bytes of the round and cumulative, compression ratios}.
-    On a sampled cohort, the next round's cohort and inputs are built while this round runs.
-    """
-    if client_ids is None:
-      ids, inputs = self._prefetched.pop(round_num, (None, None))
-      if ids is None:
-        ids = self.cohort(round_num)
-        inputs = self.device_inputs(round_num, ids)
-    else:
-      ids = np.asarray(client_ids, np.int32)
-      inputs = self.device_inputs(round_num, ids)
-    held = self.ledger.held_round[np.maximum(ids, 0)]
-    down = np.asarray(self.algorithm.download_bytes(state, held), np.int64)
-    down = down + self.request_per_client
-    round_key = self._key(self.round_keys, keys.round_key, round_num)
-    batches, weights, shard_ids = inputs
-    result = self.round_fn(state, self.clients.gather(shard_ids), batches, weights, shard_ids,
-                           round_key)
-    if client_ids is None and round_num < self.config.rounds:   # overlaps the dispatched round
-      nxt = self.cohort(round_num + 1)
-      self._prefetched = {round_num + 1: (nxt, self.device_inputs(round_num + 1, nxt))}
-    # Every process keeps the global cohort's ledger and client-state store.
-    self.clients.scatter(ids, sharding.to_host(result.client_states))
-    loss = float(sharding.to_host(result.metrics['loss']))
-    line = {'round': round_num, 'train_loss': loss}
-    after = (None if self.algorithm.held_after is None
-             else self.algorithm.held_after(state, held))
-    line.update(self.ledger.record_round(round_num, ids, self.upload_per_client, down, after))
-    return result.server_state, line
-
-  def evaluate(self, params) -> dict:
-    if self.mesh is not None:   # replicated over the mesh: evaluate this process's copy
-      params = sharding.to_host(params)
-    out, wanted = {}, self.config.eval_splits.split(',')
-    for name, split, prefix in (('test', self.data.test, 'test_'),
-                                ('validation', self.data.validation, 'val_')):
-      if name in wanted and split is not None and len(next(iter(split.values()))):
-        out.update({prefix + k: float(v) for k, v in self.evaluator(params, split).items()})
-    return out
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -307,17 +178,6 @@ def environment() -> dict:
       versions[pkg] = None
   return {'git_commit': commit or None, 'versions': versions, 'python': sys.version.split()[0],
           'backend': jax.default_backend(), 'devices': [str(d) for d in jax.devices()]}
-
-
-def _check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old != workdir_lib.strict(config.to_dict()):
-      raise config_lib.ConfigError(
-          f'--workdir={workdir} holds checkpoints of a different config; allowed: the same config '
-          '(to resume) or a new --workdir')
 
 
 def diverged(loss: float, first_loss: float, ratio: float) -> bool:
@@ -357,14 +217,8 @@ def _run_locked(config, workdir, progress, facts, t_start, primary) -> dict:
   checkpointer = start = None
   if config.checkpoint_every:
     checkpointer = checkpoint.Checkpointer(workdir)
-    if checkpointer.latest_round() is not None:
-      _check_same_config(workdir, config)
-      start, restored = checkpointer.restore_newest_good(
-          state, exp.ledger.state_dict(), exp.clients.state_dict(), say=_say)
-      if start is not None:
-        state, ledger_state, tables = restored
-        exp.ledger.load_state_dict(ledger_state)
-        exp.clients.load_state_dict(tables)
+    start, state = checkpoint.resume(checkpointer, workdir, config, state, exp.ledger, exp.clients,
+                                     say=_say)
   log = workdir_lib.MetricsLog(metrics_path if primary else None, start or 0)
   if start is not None and primary and len(log.kept) != start:
     log.close()

@@ -20,7 +20,7 @@ a number are ConfigErrors; data and model options the loader or model accepts ma
   6. devices (`simulation.num_devices` against the devices JAX sees);
   7. the workdir (not a file, writable).
 A data set whose example shape is not known before loading gets steps 4-5 after loading, from the
-loaded data's shape (`Experiment` calls `check_sizes` then), still before anything is compiled.
+loaded data's shape (`build` calls `check_loaded` then), still before anything is compiled.
 Every failure is a `ConfigError` whose one-line message names the field (full dotted name), the
 value and the allowed values; anything else raised here is a bug and keeps its traceback.
 """
@@ -109,20 +109,6 @@ def _literal(text: str) -> Any:
     return text
 
 
-def _type_name(value: Any) -> str:
-  if isinstance(value, bool):
-    return 'true or false'
-  if isinstance(value, int):
-    return 'an integer'
-  if isinstance(value, float):
-    return 'a number'
-  if isinstance(value, str):
-    return 'a string'
-  if isinstance(value, (tuple, list)):
-    return 'a tuple such as (1, 2)'
-  return type(value).__name__
-
-
 def parse_value(old: Any, text: str, field: str) -> Any:
   """`text` as a value of the type of `old` (the field's current value); ConfigError otherwise.
 
@@ -130,7 +116,7 @@ def parse_value(old: Any, text: str, field: str) -> Any:
   non-finite number (ranges are checked by validate); str: the text; tuple/list: a Python literal
   whose items have the old items' type; None: a Python literal, else the text.
   """
-  bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {_type_name(old)}')
+  bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {config_lib.type_name(old)}')
   if isinstance(old, bool):
     low = text.strip().lower()
     if low not in ('true', 'false', '1', '0'):
@@ -162,7 +148,7 @@ def parse_value(old: Any, text: str, field: str) -> Any:
         ok = all(type(v) is kind for v in value)
       if not ok:
         raise ConfigError(f'{field}={text!r} is invalid; allowed: a tuple of '
-                          f'{_type_name(old[0]).split(" ", 1)[-1]}s')
+                          f'{config_lib.type_name(old[0]).split(" ", 1)[-1]}s')
     return type(old)(value)
   if old is None:
     return _literal(text)
@@ -270,7 +256,7 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
         isinstance(old, (int, float)) and not isinstance(value, (int, float))) or (
         isinstance(old, int) and not isinstance(old, bool) and not isinstance(value, int)) or (
         isinstance(old, str) and not isinstance(value, str)):
-      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {_type_name(old)}')
+      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {config_lib.type_name(old)}')
   if 'partition' not in defaults:
     return
   get = lambda k: d.get(k, defaults[k])
@@ -279,7 +265,7 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
     raise ConfigError(f'data.partition={partition!r} is invalid; allowed: '
                       f'{", ".join(partitions.PARTITIONS)}')
   n = get('num_clients')
-  if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (num_train and n > num_train):
+  if not config_lib.is_int(n, 1, num_train or None):
     bound = f' <= the {num_train} training examples' if num_train else ''
     raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer{bound}')
   if config.clients_per_round > n:
@@ -287,19 +273,18 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
                       f'data.num_clients={n}')
   if partition == 'dirichlet':
     alpha = get('alpha')
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
-        or alpha <= 0:
+    if not config_lib.is_number(alpha, 0, lo_open=True):
       raise ConfigError(f'data.alpha={alpha!r} is invalid with data.partition=dirichlet; allowed: '
                         'a finite number > 0')
   if partition == 'shards':
     s = get('shards_per_client')
-    if isinstance(s, bool) or not isinstance(s, int) or s < 1 or (num_train and s * n > num_train):
+    if not config_lib.is_int(s, 1) or (num_train and s * n > num_train):
       bound = f' with data.num_clients * shards_per_client <= {num_train}' if num_train else ''
       raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive '
                         f'integer{bound}')
   if partition == 'single_class' and get('examples_per_client') is not None:
     e = get('examples_per_client')
-    if isinstance(e, bool) or not isinstance(e, int) or e < 1 or (num_train and e > num_train):
+    if not config_lib.is_int(e, 1, num_train or None):
       raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer'
                         f'{f" <= {num_train}" if num_train else ""}, or None')
 
@@ -313,13 +298,17 @@ def _dotted(msg: str, group: str, options) -> str:
   return msg
 
 
-def _model_error(e: ValueError, options) -> ConfigError:
-  """A model builder's one-line ValueError about option `x` as a ConfigError naming `model.x`."""
+def option_error(e: ValueError, group: str, options) -> Optional[ConfigError]:
+  """A loader's or builder's ValueError about one of its options as a ConfigError, else None.
+
+  It is about option x when its first line starts with `x=` (written `group.x=` in the error) or
+  with `group.x`; any other ValueError is a bug, which the caller re-raises with its traceback.
+  """
   msg = str(e).splitlines()[0]
-  m = re.match(r'^(\w+)=', msg)
-  if m and m.group(1) in options and not msg.startswith('model.'):
-    msg = 'model.' + msg
-  return ConfigError(msg)
+  m = re.match(r'^(?:' + re.escape(group) + r'\.(\w+)|(\w+)=)', msg)
+  if m is None or (m.group(1) or m.group(2)) not in options:
+    return None
+  return ConfigError(msg if m.group(1) else f'{group}.{msg}')
 
 
 def model_shapes(config, input_shape, num_classes):
@@ -337,7 +326,10 @@ def model_shapes(config, input_shape, num_classes):
     model = models.get(config.model.name, input_shape=tuple(input_shape), num_classes=num_classes,
                        **opts)
   except ValueError as e:
-    raise _model_error(e, options) from None
+    error = option_error(e, 'model', options)
+    if error is None:
+      raise
+    raise error from None
   shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
   return model, shapes
 
@@ -445,3 +437,48 @@ def check(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> F
   if workdir is not None:
     workdir_lib.check_writable(workdir)
   return Facts(num_params, shapes)
+
+
+# ----------------------------------------------------------------------------- after loading
+
+
+def load_data(config, data_key):
+  """config.data loaded (`data.get`). The loaders check their files' content as they read them:
+  a ValueError about one of the data set's options is a ConfigError naming `data.<option>`."""
+  from fedjax_intrinsic import data
+  options = {k: v for k, v in config.data.items() if k != 'name'}
+  try:
+    return data.get(config.data.name, key=data_key, **options)
+  except ValueError as e:
+    error = option_error(e, 'data', _option_defaults(config, 'data'))
+    if error is None:
+      raise
+    raise error from None
+
+
+def check_loaded(config, facts: Facts, loaded) -> tuple:
+  """The checks that need the loaded data set `loaded`; returns (model, parameter shapes).
+
+  clients_per_round against its clients; the model for its example shape (`model_shapes`); and
+  when that shape was not known before loading (`facts.num_params` None), the size rules that need
+  D (`check_sizes`). Nothing is compiled.
+  """
+  if config.clients_per_round > loaded.num_clients:
+    raise ConfigError(f'clients_per_round={config.clients_per_round} is invalid; allowed: at most '
+                      f'the {loaded.num_clients} clients of data set {config.data.name!r}')
+  model, shapes = model_shapes(config, loaded.example_spec['x'][0], loaded.num_classes)
+  if facts.num_params is None:
+    check_sizes(config, shapes)
+  return model, shapes
+
+
+def check_built(config, algorithm, client_state0, num_clients: int) -> None:
+  """The rules that need the built method, before its round is compiled: the cohort shortcut only
+  for a method that allows it, and every client's state within this machine's memory."""
+  from fedjax_intrinsic import simulation
+  if config.simulation.cohort_shortcut and not algorithm.cohort_shortcut:
+    raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name='
+                      f'{config.method.name!r} (not linear in one gradient with no client state); '
+                      'allowed: False')
+  config_lib.check_client_memory(
+      config.method.name, simulation.ClientStateStore.bytes_needed(client_state0, 1), num_clients)

@@ -25,6 +25,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 CLIENTS = 'clients'
+REPLICATED = P()          # the partition spec of what every device holds whole
+SPLIT = P(CLIENTS)        # ... and of what is split over the clients axis (leading axis)
 
 
 def make_mesh(num_devices: int = 1, model_devices: int = 1) -> Optional[Mesh]:
@@ -73,18 +75,18 @@ def _put(x: Any, sharding: NamedSharding, global_shape: tuple) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, np.asarray(x), global_shape)
 
 
-def shard_round(round_body: Callable, mesh: Mesh) -> Callable:
+def shard_round(round_body: Callable, mesh: Mesh, out_specs: Any) -> Callable:
   """round_fn(server_state, client_states, batches, weights, client_ids, round_key) on `mesh`.
 
   round_body(..., allsum) is the one-device round of `simulation.build_round`, whose `allsum`
   reduces the per-device aggregates and metric sums. Client-axis inputs (client_states: leaves
   [C_p, ...], batches: [C_p, S, B, ...], weights: f32[C_p], client_ids: i32[C_p]) are this process's
-  share (C_p = C on one process); the result's client states are global arrays sharded over
-  `clients`, everything else replicated global arrays.
+  share (C_p = C on one process). out_specs: the partition specs of round_body's output, a
+  pytree of REPLICATED and SPLIT (the round's client states SPLIT, everything else REPLICATED);
+  the result holds global arrays laid out so.
   """
-  from fedjax_intrinsic import simulation   # (simulation imports this module lazily)
   n = mesh.devices.size
-  rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(CLIENTS))
+  rep, split = NamedSharding(mesh, REPLICATED), NamedSharding(mesh, SPLIT)
   allsum = lambda tree: jax.lax.psum(tree, CLIENTS)
 
   def body(server_state, client_states, batches, weights, client_ids, round_key):
@@ -92,8 +94,8 @@ def shard_round(round_body: Callable, mesh: Mesh) -> Callable:
                       allsum=allsum)
 
   mapped = jax.jit(jax.shard_map(
-      body, mesh=mesh, in_specs=(P(), P(CLIENTS), P(CLIENTS), P(CLIENTS), P(CLIENTS), P()),
-      out_specs=simulation.RoundOutput(P(), P(CLIENTS), P(), P()), check_vma=False))
+      body, mesh=mesh, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT, SPLIT, REPLICATED),
+      out_specs=out_specs, check_vma=False))
   processes = jax.process_count()
 
   def round_fn(server_state, client_states, batches, weights, client_ids, round_key):

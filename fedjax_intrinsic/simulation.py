@@ -10,7 +10,7 @@ Client parallelism (`config.simulation.client_parallelism`), all computing the s
 - `map`: the same scan one client at a time (a chunk of one, without vmap);
 - `loop`: a Python loop over the clients, one jitted call per client (the client's update plus its
   weighted share of the sums): the reference oracle;
-- `auto`: `default_strategy(backend, model)`, the fastest measured (see its docstring).
+- `auto`: `default_strategy(backend, family)`, by the backend and the family the model declares.
 The exact cohort shortcut (`cohort_shortcut=True`, only for methods whose client message is linear in
 one gradient and that keep no client state): one gradient over the whole cohort's examples, each
 weighted so that the result equals the weighted mean of the per-client gradients, compressed once.
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_intrinsic import keys
+from fedjax_intrinsic import keys, sharding
 from fedjax_intrinsic.algorithms.base import FederatedAlgorithm, weighted_sum
 
 STRATEGIES = ('vmap', 'chunked_vmap', 'map', 'loop')
@@ -111,74 +111,48 @@ def _merge_cohort(batches, weights):
   return merged
 
 
-MODEL_FAMILIES = {'logreg': 'dense', 'mlp': 'dense', 'cnn': 'small_conv', 'resnet9': 'large_conv',
-                  'transformer_lm': 'transformer', 'gpt2': 'transformer',
-                  'bert_classifier': 'transformer'}
-_CPU_DEFAULTS = {'dense': 'chunked_vmap', 'small_conv': 'chunked_vmap', 'large_conv': 'map',
-                 'transformer': 'map', None: 'map'}
+# What `auto` picks on CPU, by the family a model declares (`models.ModelSpec.family`).
+CPU_DEFAULTS = {'dense': 'chunked_vmap', 'small_conv': 'chunked_vmap', 'large_conv': 'map',
+                'transformer': 'map'}
 
 
-def default_strategy(backend: str, model_name: Optional[str] = None) -> str:
-  """The client parallelism `auto` picks: the fastest measured for the backend and model family.
+def default_strategy(backend: str, family: Optional[str] = None) -> str:
+  """The client parallelism `auto` picks for `backend` and the model's `family`.
 
-  CPU, measured by `python -m benchmarks.simulation --preset=full` (2 CPU cores, jax 0.10.2, load
-  average about 1.5; benchmarks/results/simulation_cpu.json), one round of 100 clients x 5
-  examples (resnet9: 10 clients, random 32x32x3 inputs), one local step, median wall time,
-  loop / vmap / chunked_vmap:10 / map:
-    mlp uncompressed        5.01 ms / 672 us / 579 us / 797 us
-    mlp fedavg              5.71 ms / 1.20 ms / 1.11 ms / 1.12 ms
-    mlp intrinsic_static    29.4 ms / 44.9 ms / 13.5 ms / 15.4 ms
-    cnn uncompressed        32.1 ms / 27.5 ms / 16.0 ms / 18.9 ms
-    cnn fedavg              34.9 ms / 35.7 ms / 17.8 ms / 22.3 ms
-    cnn intrinsic_static     119 ms /  311 ms / 72.2 ms / 71.3 ms
-    resnet9 uncompressed     899 ms /  844 ms /  847 ms /  744 ms
-    resnet9 fedavg           879 ms /  941 ms / 1.02 s  /  740 ms
-    transformer_lm fedavg (CPU time, a one-off run): 359 / 745 / 373 / 360 ms
-  So `chunked_vmap` (with `simulation.clients_per_chunk`, default 10) for the dense models and the
-  small CNN, `map` for resnet9 and transformers. Why not plain vmap on CPU: per-client weights turn
-  every matmul and conv into batched ones that XLA:CPU runs poorly at large batch, and the
-  vmapped intrinsic client holds C lifted copies of θ; chunks keep each batch small and in cache.
-  GPU: `vmap`, measured by `python -m benchmarks.simulation --preset=gpu` (one NVIDIA H200, jax
-  0.11.2; benchmarks/results/simulation_gpu.json), 100 clients x 5 examples (resnet9: random
-  32x32x3 inputs), loop / vmap / chunked_vmap:10 / map:
-    mlp uncompressed        24.4 ms /  172 us /  418 us / 1.93 ms
-    mlp intrinsic_static    19.7 ms /  494 us / 1.12 ms / 5.21 ms
-    cnn fedavg              50.2 ms /  863 us / 2.74 ms / 11.8 ms
-    cnn intrinsic_static    35.8 ms /  1.7 ms / 4.07 ms / 12.8 ms
-    resnet9 uncompressed     115 ms /   30 ms / 44.6 ms / 66.4 ms
-    resnet9 fedavg           110 ms / 48.3 ms / 61.9 ms / 68.1 ms
-  and in the 10..10,000-client sweep vmap beats chunks of 100 from 1,000 clients up (mlp fedavg at
-  10,000: 1.01 ms against 4.12 ms). TPU: `vmap` too, by the same reasoning (one large batched
-  program is what accelerators run well); not measured. model_name None or unknown: the backend's
-  default (`map` on CPU).
+  family: what the model's registry entry declares (`models.family(name)`: 'dense', 'small_conv',
+  'large_conv', 'transformer'), or None. CPU: `chunked_vmap` (chunks of
+  `simulation.clients_per_chunk`) for 'dense' and 'small_conv', `map` for 'large_conv',
+  'transformer' and None or an unknown family; any other backend: `vmap`. This is the fastest of
+  the strategies measured per backend and family by `python -m benchmarks.simulation`; the figures
+  and the reasons are in benchmarks/README.md ("Simulation speed").
   """
   if backend == 'cpu':
-    return _CPU_DEFAULTS[MODEL_FAMILIES.get(model_name)]
+    return CPU_DEFAULTS.get(family, 'map')
   return 'vmap'
 
 
-def resolve_strategy(strategy: str, model_name: Optional[str] = None,
+def resolve_strategy(strategy: str, family: Optional[str] = None,
                      backend: Optional[str] = None) -> str:
-  """`strategy`, with 'auto' replaced by `default_strategy(backend or JAX's default, model_name)`."""
+  """`strategy`, with 'auto' replaced by `default_strategy(backend or JAX's default, family)`."""
   if strategy not in CLIENT_PARALLELISM:
     raise ValueError(f'simulation.client_parallelism={strategy!r} is invalid; allowed: '
                      f'{", ".join(CLIENT_PARALLELISM)}')
   if strategy == 'auto':
-    return default_strategy(backend or jax.default_backend(), model_name)
+    return default_strategy(backend or jax.default_backend(), family)
   return strategy
 
 
 def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chunk: int = 1,
-                cohort_shortcut: bool = False, model_name: Optional[str] = None, mesh=None):
+                cohort_shortcut: bool = False, family: Optional[str] = None, mesh=None):
   """Returns round_fn(server_state, client_states, batches, weights, client_ids, round_key).
 
   The result is a `RoundOutput`. For every strategy but `loop` the whole round is one jitted
   function (compiled once per cohort shape). strategy='auto' is `default_strategy` for JAX's
-  default backend and `model_name`. With a `jax.sharding.Mesh` (`sharding.make_mesh`) the cohort
+  default backend and the model's `family` (`models.family`). With a `jax.sharding.Mesh` (`sharding.make_mesh`) the cohort
   is sharded over its `clients` axis: each device runs its clients with `strategy`, and the
   aggregates and metric sums are summed over devices (`sharding.shard_round`).
   """
-  strategy = resolve_strategy(strategy, model_name)
+  strategy = resolve_strategy(strategy, family)
   if cohort_shortcut and not alg.cohort_shortcut:
     raise ValueError(f'simulation.cohort_shortcut=True but method {alg.name!r} is not linear in one '
                      'gradient with no client state; allowed: False')
@@ -225,8 +199,8 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
     return RoundOutput(new_state, cstates, metrics, request)
 
   if mesh is not None:
-    from fedjax_intrinsic import sharding
-    return sharding.shard_round(round_fn, mesh)
+    return sharding.shard_round(round_fn, mesh, RoundOutput(
+        sharding.REPLICATED, sharding.SPLIT, sharding.REPLICATED, sharding.REPLICATED))
   return jax.jit(round_fn)
 
 

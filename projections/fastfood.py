@@ -52,7 +52,7 @@ The permutation Π (option ``permutation``):
   unchanged. The indices are stored rather than recomputed in ``lift``/``project``
   (recomputing them in every call is slower: ``benchmarks/README.md``).
 - ``'sort'``: an exactly uniform ``jax.random.permutation`` (a sort of L random keys) and
-  its inverse by scatter: what earlier versions did.
+  its inverse by scatter.
 The signs and Gaussians are the same draws under both options; only Π differs.
 
 ``init`` costs O(L) with 'feistel' (the Gaussian and sign draws plus two elementwise index

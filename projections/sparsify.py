@@ -23,10 +23,8 @@ of a sort and returns the entries in ascending index order:
    ``{u > t}`` plus the lowest-index ties ``u == t`` make exactly ``k`` entries.
 
 Ties are broken by the lower index in both methods, so they select the same entries.
-Measured on this 2-core CPU (jax 0.10.2, D = 10^7 float32, k = 10^5, other jobs running;
-medians of runs interleaved with one ``x * 2.0`` pass, as multiples of it): exact 11x,
-threshold 1.7x (2.0x on minimum times); ``random_k`` 7x, mostly the ``D`` random bits.
-Plain integer ``sum`` reductions are avoided (see ``count_ge``).
+Plain integer ``sum`` reductions are avoided (see ``count_ge``). Measured costs of both
+methods: ``benchmarks/README.md`` ("Projections", "Measured choices in the code").
 """
 import math
 from typing import NamedTuple
@@ -64,8 +62,8 @@ def magnitude_keys(x: jax.Array) -> jax.Array:
 def count_ge(u: jax.Array, ts) -> tuple[jax.Array, ...]:
   """``count(u >= t)`` for each threshold in ``ts`` (two or more), all in one fused pass.
 
-  A variadic reduce: XLA:CPU (jax 0.10.2) rewrites a plain integer ``sum`` into a tree of
-  reduce-windows over a materialised int32 copy, measured 10-15x slower here.
+  A variadic reduce rather than a plain integer ``sum`` (which XLA:CPU runs much slower:
+  ``benchmarks/README.md``, "Measured choices in the code").
   """
   ops = tuple((u >= t).astype(jnp.int32) for t in ts)
   zeros = tuple(jnp.int32(0) for _ in ts)

@@ -52,6 +52,44 @@ def steps_for_epochs(data: FederatedData, batch_size: int, epochs: float) -> int
   return max(1, math.ceil(int(data.client_sizes.max()) * epochs / batch_size))
 
 
+def client_sizes(data: FederatedData, client_ids: np.ndarray) -> np.ndarray:
+  """int64[C]: each client's example count n_c (0 for a padding client, id -1)."""
+  ids = np.asarray(client_ids)
+  return np.where(ids >= 0, data.client_sizes[np.maximum(ids, 0)], 0).astype(np.int64)
+
+
+def _plan(sizes: np.ndarray, slots: int, epochs: Optional[float]) -> tuple:
+  """(filled slots L_c, passes ceil(L_c / n_c)) of clients of `sizes` (int64[C]) in `slots`."""
+  if epochs is None:
+    used = np.where(sizes > 0, slots, 0)
+  else:
+    used = np.minimum(np.ceil(sizes * float(epochs)).astype(np.int64), slots)
+  return used, -(-used // np.maximum(sizes, 1))
+
+
+def skip(rng: np.random.Generator, data: FederatedData, client_ids: np.ndarray, *,
+         batch_size: int, num_steps: int, epochs: Optional[float] = 1) -> None:
+  """Advances `rng` past the draws `client_batches(data, client_ids, ...)` would make with it.
+
+  `client_batches` draws one uniform per example and pass (n_c x passes per client, one 64-bit
+  output of the bit generator each), so `client_batches` of the clients after `client_ids` with the
+  advanced `rng` gives their part of one call over both groups, without loading the first group.
+  """
+  sizes = client_sizes(data, client_ids)
+  _, passes = _plan(sizes, num_steps * batch_size, epochs)
+  rng.bit_generator.advance(int((sizes * passes).sum()))
+
+
+def batch_shapes(data: FederatedData, *, batch_size: int, num_steps: int) -> dict:
+  """The shapes and dtypes of ONE client's `client_batches` (leaves [S, B, ...], without
+  `num_examples`), from the data's arrays alone: what `jax.eval_shape` of a client step takes."""
+  import jax
+  out = {k: jax.ShapeDtypeStruct((num_steps, batch_size) + v.shape[1:], v.dtype)
+         for k, v in data.train.items()}
+  out['mask'] = jax.ShapeDtypeStruct((num_steps, batch_size), np.float32)
+  return out
+
+
 def client_batches(data: FederatedData, client_ids: np.ndarray, *, batch_size: int, num_steps: int,
                    rng: np.random.Generator, epochs: Optional[float] = 1) -> dict:
   """The padded batches of the clients `client_ids` (int[C], -1 = padding client).
@@ -73,13 +111,9 @@ def client_batches(data: FederatedData, client_ids: np.ndarray, *, batch_size: i
   slots = num_steps * batch_size
   real = ids >= 0
   safe = np.where(real, ids, 0)
-  sizes = np.where(real, data.client_sizes[safe], 0)                       # n_c, int64[C]
+  sizes = client_sizes(data, ids)                                          # n_c, int64[C]
   starts = data.client_offsets[safe]
-  if epochs is None:
-    used = np.where(sizes > 0, slots, 0)
-  else:
-    used = np.minimum(np.ceil(sizes * float(epochs)).astype(np.int64), slots)  # filled slots L_c
-  passes = -(-used // np.maximum(sizes, 1))                                # ceil(L_c / n_c)
+  used, passes = _plan(sizes, slots, epochs)
   # One segment per (client, pass) of n_c random keys; a sort by (segment, key) permutes each.
   seg_len = np.repeat(sizes, passes)
   seg_client = np.repeat(np.arange(num), passes)

@@ -6,7 +6,10 @@
     evaluate = models.make_evaluator(model, batch_size)  # compiled once, reused every round
     metrics = evaluate(params, split)                    # {'loss', 'accuracy'[, 'perplexity']}
 
-Registry (name: options and their defaults; see each family's module docstring):
+Each name's registry entry is a `ModelSpec`: its builder (whose keyword arguments are the options),
+its family (dense, small_conv, large_conv or transformer: what the round engine picks its client
+parallelism by) and the check of its pretrained files. Registry (name: options and their defaults;
+see each module's docstring):
 - logreg: none.                                                            (linear.py)
 - mlp: hidden=(128,).                                                      (linear.py)
 - cnn: features=(32, 64), dense=(128,), norm='group', num_groups=8, conv_impl='auto'.   (cnn.py)
@@ -26,32 +29,84 @@ Registry (name: options and their defaults; see each family's module docstring):
 - minilm_l6_scratch: the same architecture, random init; no options.       (bert.py)
 """
 import inspect
+from typing import Callable, NamedTuple, Optional
 
-from fedjax_intrinsic.models import base, bert, cnn, gpt2, linear, llama, resnet, transformer
+from fedjax_intrinsic.models import (base, bert, cnn, gguf_checkpoint, gpt2, hf_checkpoint, linear,
+                                     llama, resnet, transformer)
 from fedjax_intrinsic.models.base import (
     TASKS, Model, Params, evaluate, example_weights, make_evaluator, num_params, weighted_loss)
 
-_BUILDERS = {
-    'logreg': linear.build_logreg,
-    'mlp': linear.build_mlp,
-    'cnn': cnn.build,
-    'resnet9': resnet.build,
-    'transformer_lm': transformer.build,
-    'gpt2': gpt2.build,
-    'bert_classifier': bert.build,
-    'llama': llama.build,
-    'minilm_l6': bert.build_minilm_l6,
-    'minilm_l6_scratch': bert.build_minilm_l6_scratch,
+FAMILIES = ('dense', 'small_conv', 'large_conv', 'transformer')
+
+
+class ModelSpec(NamedTuple):
+  """A registry entry: what the rest of the code needs to know of a model, declared once here.
+
+  build(*, input_shape, num_classes, **options) -> Model (its keyword arguments are the options).
+  family: one of FAMILIES, the compute shape the round engine picks its client parallelism by
+    (`simulation.default_strategy`); the engine never sees model names.
+  check: check(**options) raises a one-line ValueError when the model's pretrained files are not
+    there (before anything is loaded); None: the model reads no files.
+  """
+  build: Callable[..., Model]
+  family: str
+  check: Optional[Callable[..., None]] = None
+
+
+def _checkpoint_file(resolve):
+  """A `check` for models whose optional `checkpoint` option names a file (`resolve` finds it)."""
+  def check(checkpoint=None, **unused):
+    if checkpoint is not None:
+      resolve(checkpoint, 'model.checkpoint')
+  return check
+
+
+def _minilm_files(checkpoint='', **unused):
+  if not checkpoint:
+    bert.minilm_file('model.safetensors')          # the installed package's checkpoint
+  else:
+    hf_checkpoint.resolve(checkpoint, 'model.checkpoint')
+
+
+_MODELS = {
+    'logreg': ModelSpec(linear.build_logreg, 'dense'),
+    'mlp': ModelSpec(linear.build_mlp, 'dense'),
+    'cnn': ModelSpec(cnn.build, 'small_conv'),
+    'resnet9': ModelSpec(resnet.build, 'large_conv'),
+    'transformer_lm': ModelSpec(transformer.build, 'transformer'),
+    'gpt2': ModelSpec(gpt2.build, 'transformer', _checkpoint_file(hf_checkpoint.resolve)),
+    'bert_classifier': ModelSpec(bert.build, 'transformer', _checkpoint_file(hf_checkpoint.resolve)),
+    'llama': ModelSpec(llama.build, 'transformer', _checkpoint_file(gguf_checkpoint.resolve)),
+    'minilm_l6': ModelSpec(bert.build_minilm_l6, 'transformer', _minilm_files),
+    'minilm_l6_scratch': ModelSpec(bert.build_minilm_l6_scratch, 'transformer'),
 }
-MODELS = tuple(_BUILDERS)
+MODELS = tuple(_MODELS)
+
+
+def spec(name: str) -> ModelSpec:
+  """Model `name`'s registry entry; an unknown name is a ValueError listing the known ones."""
+  if name not in _MODELS:
+    raise ValueError(f'model name={name!r} is unknown; allowed: {", ".join(MODELS)}')
+  return _MODELS[name]
+
+
+def family(name: str) -> str:
+  """The family model `name` declares (what `simulation.default_strategy` takes)."""
+  return spec(name).family
 
 
 def options(name: str) -> dict:
   """The options model `name` accepts, with their defaults."""
-  if name not in _BUILDERS:
-    raise ValueError(f'model name={name!r} is unknown; allowed: {", ".join(MODELS)}')
-  params = inspect.signature(_BUILDERS[name]).parameters
+  params = inspect.signature(spec(name).build).parameters
   return {k: p.default for k, p in params.items() if k not in ('input_shape', 'num_classes')}
+
+
+def check_available(name: str, **opts) -> None:
+  """Cheap, before any loading: a one-line ValueError when model `name`'s pretrained files are
+  missing (its `ModelSpec.check`); nothing for a model that reads no files."""
+  check = spec(name).check
+  if check is not None:
+    check(**opts)
 
 
 def get(name: str, *, input_shape, num_classes: int, **kwargs) -> Model:
@@ -63,7 +118,8 @@ def get(name: str, *, input_shape, num_classes: int, **kwargs) -> Model:
                      f'{", ".join(allowed) or "none"}')
   input_shape = base.check_int_tuple('input_shape', input_shape, allow_empty=False)
   num_classes = base.check_positive_int('num_classes', num_classes)
-  return _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **kwargs)
+  return spec(name).build(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
-__all__ = ['MODELS', 'TASKS', 'Model', 'Params', 'evaluate', 'example_weights', 'get',
-           'make_evaluator', 'num_params', 'options', 'weighted_loss']
+__all__ = ['FAMILIES', 'MODELS', 'TASKS', 'Model', 'ModelSpec', 'Params', 'check_available',
+           'evaluate', 'example_weights', 'family', 'get', 'make_evaluator', 'num_params', 'options',
+           'spec', 'weighted_loss']

@@ -15,10 +15,7 @@ conv_impl chooses how a conv is computed; all give the same function of the same
 - 'patches': im2col by k*k shifted slices of the zero-padded input and one einsum with the kernel:
   under vmap it is a batched matmul.
 - 'auto' (default): 'patches' when JAX's default backend is the CPU, else 'lax' (resolved at build).
-Measured on 2 CPU cores (jax 0.10.2), vmapped per-client gradients of this cnn on digits, batch 5:
-10 clients 7.3 ms ('lax') vs 2.1 ms ('patches'); 100 clients 130 vs 34 ms. resnet9, 4 clients x 5
-images: 1,120 vs 383 ms. With ONE shared weight set (no vmap) 'lax' is as fast or faster (resnet9,
-20 images: 221 vs 593 ms). Accelerators were not measured.
+The figures behind 'auto': benchmarks/README.md ("Measured choices in the code").
 """
 import math
 from typing import Sequence
@@ -92,9 +89,8 @@ class GroupNorm(nn.Module):
   """flax's nn.GroupNorm (same params 'scale', 'bias' f32[C]; epsilon 1e-6; var = E[x^2] - E[x]^2,
   clipped at 0) over x: f32[B, ..., C], computed with per-channel sums first.
 
-  Same function, different reductions: XLA:CPU (jax 0.10.2) runs nn.GroupNorm's single reduction
-  over (H, W, channels of a group) slowly at large batch; measured on 2 CPU cores, the gradient of
-  the digits cnn over 500 images: 43 ms CPU time with nn.GroupNorm, 21 ms with this.
+  Same function, different reductions: per-channel sums first, then the groups' (why:
+  benchmarks/README.md, "Measured choices in the code").
   """
   num_groups: int
   epsilon: float = 1e-6

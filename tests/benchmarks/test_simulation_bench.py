@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import simulation as bench
-from fedjax_intrinsic import simulation
+from fedjax_intrinsic import models, simulation
 from fedjax_intrinsic.models import cnn
 
 
@@ -112,15 +112,17 @@ def test_targets_add_the_accelerator_target():
 
 
 def test_default_strategy():
-  assert simulation.default_strategy('gpu', 'cnn') == 'vmap'
+  assert simulation.default_strategy('gpu', 'small_conv') == 'vmap'
   assert simulation.default_strategy('tpu') == 'vmap'
-  for model in simulation.MODEL_FAMILIES:
-    assert simulation.default_strategy('cpu', model) in simulation.STRATEGIES
-  assert simulation.resolve_strategy('map', 'cnn') == 'map'
-  assert simulation.resolve_strategy('auto', 'mlp', backend='gpu') == 'vmap'
-  assert simulation.default_strategy('cpu', 'mlp') == 'chunked_vmap'     # measured fastest
-  assert simulation.default_strategy('cpu', 'resnet9') == 'map'
-  assert simulation.default_strategy('cpu', 'a_users_model') == 'map'     # unknown: the backend's
+  assert models.FAMILIES == tuple(simulation.CPU_DEFAULTS)
+  for name in models.MODELS:     # every model declares a family the engine knows
+    assert models.family(name) in models.FAMILIES
+    assert simulation.default_strategy('cpu', models.family(name)) in simulation.STRATEGIES
+  assert simulation.resolve_strategy('map', 'small_conv') == 'map'
+  assert simulation.resolve_strategy('auto', 'dense', backend='gpu') == 'vmap'
+  assert simulation.default_strategy('cpu', models.family('mlp')) == 'chunked_vmap'  # fastest
+  assert simulation.default_strategy('cpu', models.family('resnet9')) == 'map'
+  assert simulation.default_strategy('cpu', None) == 'map'     # undeclared: the backend's
   with pytest.raises(ValueError, match='client_parallelism'):
     simulation.resolve_strategy('threads')
 
