@@ -1,12 +1,38 @@
-"""Shared fixtures: small configs of the offline digits task."""
+"""Shared fixtures: small configs of the offline digits task; a per-session compilation cache."""
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+
+def pytest_configure(config):
+  """JAX's persistent compilation cache, in a fresh directory per test process, for this session.
+
+  Most of the suite's time is XLA compiling small digits programs, and many tests build their own
+  Experiment (fresh jitted closures) for the same program; an identical program is then read back
+  instead of compiled again (the executable XLA made for it earlier in the session: same results).
+  One directory per pytest-xdist worker (JAX writes cache files without locking), removed at the
+  end. A JAX_COMPILATION_CACHE_DIR set by the user is left alone.
+  """
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return
+  import jax
+  worker = getattr(config, 'workerinput', {}).get('workerid', 'main')
+  config._jax_cache_dir = tempfile.mkdtemp(prefix=f'fedjax-intrinsic-tests-jax-cache-{worker}-')
+  jax.config.update('jax_compilation_cache_dir', config._jax_cache_dir)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)   # small programs too
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, '_jax_cache_dir', None)
+  if path:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def digits_config(method='uncompressed', model='logreg', rounds=3, clients_per_round=6, **method_fields):

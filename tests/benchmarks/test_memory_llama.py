@@ -15,8 +15,11 @@ def test_tiny_llama_rounds_and_formula_check(tmp_path, monkeypatch):
          'formula': [{'method': 'intrinsic_static', 'a0': 1000.0, 'alpha': 2.0, 'beta': 1.0}]}
   (tmp_path / 'ref.json').write_text(json.dumps(ref))
   monkeypatch.setattr(bench.common, 'RESULTS_DIR', str(tmp_path))
-  cfg = bench.make_config('test', models=('tiny_llama',), vmap_models=('tiny_llama',),
-                          cohort_model='tiny_llama', formula_from='ref.json')
+  # The smollm2 preset's plan (chunked rounds only, chunks 1 and 4) on the tiny Llama: vmap and the
+  # cohort check are the GPT-2 path's, in test_memory_bench.py.
+  cfg = bench.make_config('test', models=('tiny_llama',), chunks=(1, 4), vmap_models=(),
+                          cohort_sizes=(), formula_from='ref.json')
+  assert cfg.chunks == bench.PRESETS['smollm2'].chunks and not bench.PRESETS['smollm2'].vmap_models
   res = bench.run(cfg, log=lambda *a: None)
   (m,) = res['models']
   assert m['D'] == llama.num_params(s.vocab, s.n_layer, s.n_embd, s.ffn, s.n_head, s.kv_heads)
