@@ -28,29 +28,17 @@ ERROR_TYPES = ('local', 'none')
 
 
 def default_config() -> dict:
-  """k ≈ 3% of the digits MLP's D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
-  return {'k': 300, 'error_type': 'local', 'local_momentum': 0.0, 'topk_method': 'exact',
-          **options.defaults(error_feedback=False)}
+  return {**tc.topk_defaults('local', 'local_momentum'), **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
-  m = config.method
-  tc.check_positive_int(m.k, 'method.k')
-  tc.check_choice(m.error_type, 'method.error_type', ERROR_TYPES)
-  tc.check_choice(m.topk_method, 'method.topk_method', tc.TOPK_METHODS)
-  tc.check_momentum(m.local_momentum, 'method.local_momentum')
-  tc.check_one_momentum(config, 'method.local_momentum')
+  tc.validate_fields(config, ERROR_TYPES, 'local_momentum')
   tc.check_no_cohort_shortcut(config)
   options.validate(config, error_feedback=False)
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
-  flat = servers.flat_setup(ctx.params0)
-  D, k = flat.D, method_config.k
-  tc.check_k(k, D)
-  tc.check_feedback_needs_loss(k, D, method_config.error_type)
-  rho = float(method_config.local_momentum)
-  tc.check_masked_momentum(k, D, rho, 'method.local_momentum')
+  flat, D, k, rho = tc.sizes(method_config, ctx.params0, 'local_momentum')
   sparsifier = options.quantized(compressors.top_k(D, k, method_config.topk_method), method_config)
   compressor = compressors.feedback_and_momentum(sparsifier, D, rho,
                                                  method_config.error_type == 'local')

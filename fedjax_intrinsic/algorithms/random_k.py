@@ -40,8 +40,7 @@ def default_config() -> dict:
 def validate(config) -> None:
   from fedjax_intrinsic.config import ConfigError
   m = config.method
-  tc.check_positive_int(m.k, 'method.k')
-  tc.check_choice(m.error_type, 'method.error_type', ERROR_TYPES)
+  tc.validate_fields(config, ERROR_TYPES)
   tc.check_choice(m.scaling, 'method.scaling', SCALINGS)
   tc.check_choice(m.index_encoding, 'method.index_encoding', INDEX_ENCODINGS)
   if m.error_type == 'local' and m.scaling == 'unbiased':
@@ -53,10 +52,7 @@ def validate(config) -> None:
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
-  flat = servers.flat_setup(ctx.params0)
-  D, k = flat.D, method_config.k
-  tc.check_k(k, D)
-  tc.check_feedback_needs_loss(k, D, method_config.error_type)
+  flat, D, k, _ = tc.sizes(method_config, ctx.params0)
   sparsifier = options.quantized(
       compressors.random_k(D, k, unbiased=method_config.scaling == 'unbiased',
                            by_seed=method_config.index_encoding == 'seed'), method_config)

@@ -5,9 +5,10 @@ All three work on the raveled parameters θ: f32[D]. A client's pseudo-gradient 
 A sparse payload is `{'values': f32[k], 'indices': i32[k]}` (`compressors.top_k`, `random_k`); the
 server is `servers.sparse_sync` (θ, optimiser state, last_changed: changed-coordinate download).
 """
-from typing import Any
+from typing import Any, Optional
 
 import projections as P
+from fedjax_intrinsic.algorithms import servers
 
 TOPK_METHODS = P.sparsify.METHODS   # ('exact', 'threshold')
 
@@ -75,3 +76,37 @@ def _get(config, field: str):
   for part in field.split('.'):
     node = node[part]
   return node
+
+
+# ----------------------------------------------------------------------------- the family's checks
+
+
+def topk_defaults(error_type: str, momentum: str) -> dict:
+  """k ≈ 3% of the digits MLP's D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
+  return {'k': 300, 'error_type': error_type, momentum: 0.0, 'topk_method': 'exact'}
+
+
+def validate_fields(config, error_types: tuple, momentum: Optional[str] = None) -> None:
+  """k, error_type, topk_method (when the method has it), and the momentum field `momentum`
+  (method.<momentum>, in [0, 1), not together with a momentum server optimiser)."""
+  m = config.method
+  check_positive_int(m.k, 'method.k')
+  check_choice(m.error_type, 'method.error_type', error_types)
+  if 'topk_method' in m:
+    check_choice(m.topk_method, 'method.topk_method', TOPK_METHODS)
+  if momentum is not None:
+    check_momentum(m[momentum], f'method.{momentum}')
+    check_one_momentum(config, f'method.{momentum}')
+
+
+def sizes(method_config, params0, momentum: Optional[str] = None
+          ) -> tuple[servers.Flat, int, int, float]:
+  """(raveling, D, k, ρ) with the build-time checks that need D (ValueErrors naming the field)."""
+  flat = servers.flat_setup(params0)
+  D, k = flat.D, method_config.k
+  check_k(k, D)
+  check_feedback_needs_loss(k, D, method_config.error_type)
+  rho = float(method_config[momentum]) if momentum is not None else 0.0
+  if momentum is not None:
+    check_masked_momentum(k, D, rho, f'method.{momentum}')
+  return flat, D, k, rho

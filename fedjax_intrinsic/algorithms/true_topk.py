@@ -28,19 +28,12 @@ ERROR_TYPES = ('virtual', 'none')
 
 
 def default_config() -> dict:
-  """k ≈ 3% of the digits MLP's D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
-  return {'k': 300, 'error_type': 'virtual', 'momentum': 0.0, 'topk_method': 'exact',
-          **options.defaults()}
+  return {**tc.topk_defaults('virtual', 'momentum'), **options.defaults()}
 
 
 def validate(config) -> None:
   from fedjax_intrinsic.config import ConfigError
-  m = config.method
-  tc.check_positive_int(m.k, 'method.k')
-  tc.check_choice(m.error_type, 'method.error_type', ERROR_TYPES)
-  tc.check_choice(m.topk_method, 'method.topk_method', tc.TOPK_METHODS)
-  tc.check_momentum(m.momentum, 'method.momentum')
-  tc.check_one_momentum(config, 'method.momentum')
+  tc.validate_fields(config, ERROR_TYPES, 'momentum')
   options.validate(config)
   if config.simulation.cohort_shortcut and config.client.local_steps != 1:
     raise ConfigError('simulation.cohort_shortcut=True is invalid with client.local_steps='
@@ -49,12 +42,7 @@ def validate(config) -> None:
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
-  flat = servers.flat_setup(ctx.params0)
-  D, k = flat.D, method_config.k
-  tc.check_k(k, D)
-  tc.check_feedback_needs_loss(k, D, method_config.error_type)
-  rho = float(method_config.momentum)
-  tc.check_masked_momentum(k, D, rho, 'method.momentum')
+  flat, D, k, rho = tc.sizes(method_config, ctx.params0, 'momentum')
   on_server = compressors.feedback_and_momentum(
       compressors.top_k(D, k, method_config.topk_method), D, rho,
       method_config.error_type == 'virtual')
