@@ -23,7 +23,8 @@ Pieces, composed with `chain(first, then, ...)` (each later piece encodes the fl
 of the earlier one's payload) and the wrappers `error_feedback` and `momentum`:
 - `identity()`: x as it is (any pytree);
 - quantisers, leafwise on floating arrays: `bf16()`, `int8()` (one float32 scale per array,
-  unbiased stochastic rounding), `qsgd(levels)`; `quantizer(name)` by config name;
+  unbiased stochastic rounding), `qsgd(levels)`; `quantizer(name)` by config name; `leafwise(fn)`
+  makes a new one from one function of an array and a key;
 - `sign(D, vote, scaled)`: 1 bit a coordinate packed 8 per byte (+ one float32 scale), vote or mean;
 - sparsifiers on x: f32[D]: `top_k(D, k, method)`, `random_k(D, k, unbiased, by_seed)`;
 - `count_sketch(sketcher)`: x: f32[D] -> f32[rows, cols] (`Sketcher`, hashes from the seed).
@@ -35,7 +36,6 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import projections as P
 from fedjax_intrinsic import keys
@@ -112,8 +112,9 @@ def _decode_floats(tree):
   return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, Int8))
 
 
-def _quantiser(fn) -> Compressor:
-  """A leafwise quantiser: fn(leaf, key) on every floating leaf of x; aggregate Σ_c w_c decode."""
+def leafwise(fn) -> Compressor:
+  """A quantiser from fn(leaf f32[...], key) -> an array or `Int8` on every floating leaf of x;
+  decode back to float32, aggregate Σ_c w_c decode(payload_c)."""
   return Compressor(
       init=lambda: (),
       encode=_stateless(lambda x, key, shared: _leafwise(x, key, fn)),
@@ -123,12 +124,12 @@ def _quantiser(fn) -> Compressor:
 
 def bf16() -> Compressor:
   """Floating leaves as bfloat16 (2 bytes a value), deterministic."""
-  return _quantiser(lambda x, key: x.astype(jnp.bfloat16))
+  return leafwise(lambda x, key: x.astype(jnp.bfloat16))
 
 
 def int8() -> Compressor:
   """Floating leaves as int8 + one float32 scale each (`int8_encode`)."""
-  return _quantiser(int8_encode)
+  return leafwise(int8_encode)
 
 
 def qsgd(levels: int) -> Compressor:
@@ -140,7 +141,7 @@ def qsgd(levels: int) -> Compressor:
     low = jnp.floor(scaled)
     level = low + (jax.random.uniform(key, x.shape) < scaled - low)
     return Int8((jnp.sign(x) * level).astype(jnp.int8), (norm / levels).astype(jnp.float32))
-  return _quantiser(fn)
+  return leafwise(fn)
 
 
 def quantizer(name: str) -> Optional[Compressor]:
@@ -424,8 +425,3 @@ def feedback_and_momentum(inner: Compressor, D: int, rho: float, feedback: bool)
   c = error_feedback(inner, zeros) if feedback else inner
   return momentum(c, rho, zeros) if rho > 0 else c
 
-
-def state_bytes(c: Compressor) -> int:
-  """Bytes of one client's state (host memory planning)."""
-  return int(sum(np.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
-                 for x in jax.tree.leaves(jax.eval_shape(c.init))))
