@@ -126,8 +126,9 @@ def test_quantised_local_topk_learns_with_a_control():
     c.server.lr = lr
     exp, state, _, lines = run(c)
     accuracy[lr] = exp.evaluate(exp.algorithm.model_params(state))['test_accuracy']
-  # Measured (seed 0): see the assertion message; the float32 payload reaches 0.71 (test_topk.py).
-  assert accuracy[0.5] > 0.55 and accuracy[0.0] < 0.3, accuracy
+  # Measured (20 rounds, 10 clients, k = 20): int8 values 0.700 / 0.572 (seeds 0 / 1; upload
+  # 104 bytes a client), float32 values 0.706 / 0.583 (160 bytes); at rate 0, 0.078 / 0.106.
+  assert accuracy[0.5] > 0.5 and accuracy[0.0] < 0.3, accuracy
   assert lines[-1]['bytes_up'] == 10 * (20 + 4 * 20 + 4)
 
 
