@@ -16,7 +16,7 @@ All keys come from ``run_key = PRNGKey(config.seed)``:
 - ``compressor_key(run_key) = fold_in(run_key, 7)``: compressor state every client shares (PowerSGD's Q).
 - Inside one client's compressor (`fedjax_intrinsic.compressors`), from its client key:
   ``chain_key(key, i) = fold_in(fold_in(key, 1), i)`` for the i-th piece of a chain (i >= 1; the first
-  piece gets the client key itself) and ``leaf_key(key, j) = fold_in(fold_in(key, 2), j)`` for the j-th
+  piece gets the client key itself; i = 2 also for a second exchange's quantiser) and ``leaf_key(key, j) = fold_in(fold_in(key, 2), j)`` for the j-th
   floating leaf a quantiser rounds (j >= 1; the first gets the piece's key).
 
 A reader with the paper who finds a different convention changes it here, once.

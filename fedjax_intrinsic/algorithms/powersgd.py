@@ -28,7 +28,10 @@ The initial Q of compressed leaf i (tree_flatten order) is f32[m, r] standard no
 fold_in(keys.compressor_key(run_key), i), which every client derives itself.
 
 Up:   first exchange P_c: f32[n, r] per compressed leaf plus every uncompressed leaf; second exchange
-      Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes.
+      Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes. With
+      `method.quantize` every one of these arrays travels as bf16, or int8 + one float32 scale
+      (the first exchange rounded with the client's key, the second with `keys.chain_key(key, 2)`);
+      the local error memory then uses the Q_c the server decodes.
 Down: the round's broadcast: θ (D float32: P̂ Q̂ᵀ moves every coordinate of every compressed matrix)
       and the warm-start Q (f32[m, r] per compressed leaf, server state that clients cannot derive);
       then the request P̂ (f32[n, r] per compressed leaf, counted by the engine as the request),
@@ -47,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedjax_intrinsic import compressors, keys
-from fedjax_intrinsic.algorithms import base, servers
+from fedjax_intrinsic.algorithms import base, options, servers
 
 ERROR_MEMORIES = ('local', 'averaged')
 
@@ -61,7 +64,8 @@ class Layout(NamedTuple):
 
 
 def default_config() -> dict:
-  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local'}
+  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local',
+          **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
@@ -79,6 +83,7 @@ def validate(config) -> None:
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name={m.name!r} '
                       '(two exchanges and client state); allowed: False')
+  options.validate(config, error_feedback=False)
 
 
 def matrix_shape(shape: tuple) -> tuple[int, int]:
@@ -124,6 +129,15 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   server = servers.dense(ctx.server_optimizer, flat)
   hp = jax.lax.Precision.HIGHEST
   q_key = keys.compressor_key(ctx.run_key)
+  quantiser = compressors.quantizer(method_config.get('quantize', 'none'))
+  aggregate = base.weighted_sum if quantiser is None else quantiser.aggregate
+
+  def send(payload, key):
+    """(what travels, what the server reads of it): the payload, or quantised and decoded."""
+    if quantiser is None:
+      return payload, payload
+    sent = quantiser.encode(payload, (), key)[0]
+    return sent, quantiser.decode(sent)
 
   def init(params0):
     q = tuple(jax.random.normal(jax.random.fold_in(q_key, i), (m, rank), jnp.float32)
@@ -146,10 +160,10 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     return mats, tuple(delta[i] for i in lay.dense), metrics
 
   def client_update(bc, cstate, batches, key):
-    del key
     mats, dense, metrics = matrices(bc, cstate, batches)
     payload = {'p': tuple(jnp.matmul(mat, q, precision=hp) for mat, q in zip(mats, bc.shared)),
                'dense': dense}
+    payload = send(payload, key)[0]
     if ef:   # carry M_c to the second exchange in the error slot (no extra state)
       cstate = compressors.ErrorFeedback((), mats)
     return payload, cstate, metrics
@@ -165,14 +179,14 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
         mats, tuple(jnp.matmul(p_hat, q.T, precision=hp) for p_hat, q in zip(p_hats, qs))))
 
   def respond(bc, request, cstate, batches, key):
-    del key
     if ef:
       mats = cstate.error
     else:
       mats = matrices(bc, cstate, batches)[0]
     qs = tuple(jnp.matmul(mat.T, p_hat, precision=hp) for mat, p_hat in zip(mats, request))
-    if ef and not averaged:
-      cstate = remember(mats, request, qs)
+    qs, received = send(qs, keys.chain_key(key, 2))
+    if ef and not averaged:   # the memory keeps what the server did not receive of M_c
+      cstate = remember(mats, request, received)
     return qs, cstate
 
   def finish(bc, request, q_hat, cstate):
@@ -199,7 +213,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       init_client=init_client,
       broadcast=lambda state: base.Broadcast(state.theta, state.extra['q']),
       client_update=client_update,
-      aggregate=base.weighted_sum,
+      aggregate=aggregate,
       server_update=server_update,
       model_params=server.model_params,
       download_bytes=download_bytes,
@@ -208,7 +222,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       cohort_shortcut=False,
       query=query,
       respond=respond,
-      aggregate2=base.weighted_sum,
+      aggregate2=aggregate,
       notice=(lambda state: state.extra['q']) if averaged else None,
       finish=finish if averaged else None,
   )

@@ -20,7 +20,9 @@ the server sends A, k int32, to them at the end of the round (the engine's `noti
 A = H and the clients zero it when they answer. Momentum lives on the clients: with ρ > 0
 server.optimizer 'momentum'/'nesterov' is rejected (two momenta).
 
-Up:   S(v_c): f32[rows, cols] then v_c[H]: f32[p2·k]: 4·(rows·cols + p2·k) bytes per client.
+Up:   S(v_c): f32[rows, cols] then v_c[H]: f32[p2·k]: 4·(rows·cols + p2·k) bytes per client; with
+      `method.quantize` both as bf16, or int8 + one float32 scale each (the second rounded with
+      `keys.chain_key(key, 2)`); the error v_c stays exact (the server says what to zero).
 Down: the request H, 4·p2·k bytes, with p2 > 1 the applied A, 4·k bytes, and the coordinates of θ
       changed since the client's last sync as float32 values + int32 indices, or θ itself when
       smaller (`sparse_sync`).
@@ -37,8 +39,8 @@ server `servers.sparse_sync`, and the heavy-hitter exchange above.
 import jax
 import jax.numpy as jnp
 
-from fedjax_intrinsic import compressors
-from fedjax_intrinsic.algorithms import base, fetchsgd, recipe, servers
+from fedjax_intrinsic import compressors, keys
+from fedjax_intrinsic.algorithms import base, fetchsgd, options, recipe, servers
 
 
 def default_config() -> dict:
@@ -47,7 +49,7 @@ def default_config() -> dict:
   100 clients a round each client's error is about 10 rounds stale and smaller k or p2 learned less
   (README, methods table). rho = 0: the digits protocol's server rate is tuned without momentum
   (rho = 0.9 does not learn there)."""
-  return {**fetchsgd.sketch_defaults(), 'k': 1000, 'p2': 4}
+  return {**fetchsgd.sketch_defaults(), 'k': 1000, 'p2': 4, **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
@@ -59,6 +61,7 @@ def validate(config) -> None:
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name='
                       f'{config.method.name!r} (clients keep error and momentum); allowed: False')
+  options.validate(config, error_feedback=False)
 
 
 def error_of(cstate) -> jax.Array:
@@ -78,7 +81,9 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   candidates = sk._replace(k=p2 * k)
   server = servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds)
   zeros = lambda: jnp.zeros((sk.D,), jnp.float32)
-  compressor = compressors.error_feedback(compressors.count_sketch(sk), zeros, keep_all=True)
+  compressor = compressors.error_feedback(
+      options.quantized(compressors.count_sketch(sk), method_config), zeros, keep_all=True)
+  quantiser = compressors.quantizer(method_config.get('quantize', 'none'))
   if rho > 0:
     compressor = compressors.momentum(compressor, rho, zeros, masked=False)
 
@@ -92,8 +97,10 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
 
   def respond(bc, request, cstate, batches, key):
     """v_c[H]: f32[p2·k] up; with p2 = 1 (A = H) the client zeroes H in its error and momentum."""
-    del bc, batches, key
+    del bc, batches
     payload = error_of(cstate)[request]
+    if quantiser is not None:
+      payload = quantiser.encode(payload, (), keys.chain_key(key, 2))[0]
     return payload, (zero_at(cstate, request) if p2 == 1 else cstate)
 
   def server_update(state, agg, second=None):
@@ -116,6 +123,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       'sketched_sgd', recipe.raveled_delta(ctx, flat), compressor, server,
       extra=lambda: {'applied': jnp.zeros((k,), jnp.int32), 'sketch_state': sk.init_state()},
       shared=lambda state: state.extra['sketch_state'], server_update=server_update,
-      cohort_shortcut=False, query=heavy_hitters, respond=respond, aggregate2=base.weighted_sum,
+      cohort_shortcut=False, query=heavy_hitters, respond=respond,
+      aggregate2=base.weighted_sum if quantiser is None else quantiser.aggregate,
       notice=(lambda state: state.extra['applied']) if p2 > 1 else None,
       finish=finish if p2 > 1 else None)

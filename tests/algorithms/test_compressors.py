@@ -110,6 +110,21 @@ def test_quantised_upload_bytes_are_the_payload_arrays(method, fields, per_clien
     assert any(a.dtype == np.int8 for a in leaves)
 
 
+@pytest.mark.parametrize('method,fields,per_client', [
+    # logreg: kernel [64, 10] (P: [64, 2], Q: [10, 2]) and bias [10] (whole), int8 + one scale each.
+    ('powersgd', {'rank': 2, 'quantize': 'int8'}, (128 + 4) + (10 + 4) + (20 + 4)),
+    ('powersgd', {'rank': 2, 'quantize': 'bf16', 'error_feedback': False}, 2 * (128 + 10 + 20)),
+    # the sketch, then the p2·k = 20 candidates' values.
+    ('sketched_sgd', {'rows': 3, 'cols': 100, 'k': 20, 'p2': 1, 'quantize': 'int8'},
+     (300 + 4) + (20 + 4)),
+])
+def test_quantised_two_exchange_upload_bytes(method, fields, per_client):
+  c = digits_config(method, rounds=2, clients_per_round=4, **fields)
+  exp, _, _, lines = run(c)
+  assert exp.upload_per_client == per_client
+  assert lines[-1]['bytes_up'] == 4 * per_client
+
+
 def test_quantize_none_is_the_method_as_before():
   """quantize='none' (the default) adds no piece: the payload is the method's own."""
   a = experiment.Experiment(digits_config('local_topk', k=50))
