@@ -166,3 +166,20 @@ def test_quantiser_with_the_cohort_shortcut_is_refused():
   c.simulation.cohort_shortcut = True
   with pytest.raises(ConfigError, match='simulation.cohort_shortcut'):
     validate(c)
+
+
+def test_qsgd_levels_and_unbiased_against_numpy():
+  """QSGD with s levels: |q_i| = ⌊s|x_i|/‖x‖⌋ or one more (numpy oracle), sign kept, unbiased."""
+  s = 3
+  x = np.random.default_rng(7).normal(0, 1, 40).astype(np.float32)
+  c = compressors.qsgd(s)
+  payload, _ = c.encode(jnp.asarray(x), (), jax.random.PRNGKey(0))
+  q = np.asarray(payload.q, np.int64)
+  low = np.floor(s * np.abs(x) / np.linalg.norm(x))
+  assert payload.q.dtype == np.int8 and np.all((np.abs(q) == low) | (np.abs(q) == low + 1))
+  assert np.all(np.sign(q) * np.sign(x) >= 0)
+  np.testing.assert_allclose(float(payload.scale), np.linalg.norm(x) / s, rtol=1e-5)
+  keys = jax.random.split(jax.random.PRNGKey(1), 4000)
+  draws = np.asarray(jax.vmap(lambda k: c.decode(c.encode(jnp.asarray(x), (), k)[0]))(keys))
+  stderr = draws.std(0) / np.sqrt(len(keys)) + 1e-3 * np.abs(x)   # + float32 rounding of q·scale
+  assert np.all(np.abs(draws.mean(0) - x) < 5 * stderr)
