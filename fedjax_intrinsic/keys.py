@@ -13,6 +13,11 @@ All keys come from ``run_key = PRNGKey(config.seed)``:
 - ``sketch_key(run_key) = fold_in(run_key, 5)``: count-sketch hashes.
 - ``subspace_choice_key(run_key, e) = fold_in(fold_in(run_key, 6), e)``: the K-subspace method's
   seeded random choice of round e's subspace (a project extension; docs/paper.md §3 names the option).
+- ``compressor_key(run_key) = fold_in(run_key, 7)``: compressor state every client shares (PowerSGD's Q).
+- Inside one client's compressor (`fedjax_intrinsic.compressors`), from its client key:
+  ``chain_key(key, i) = fold_in(fold_in(key, 1), i)`` for the i-th piece of a chain (i >= 1; the first
+  piece gets the client key itself; i = 2 also for a second exchange's quantiser) and ``leaf_key(key, j) = fold_in(fold_in(key, 2), j)`` for the j-th
+  floating leaf a quantiser rounds (j >= 1; the first gets the piece's key).
 
 A reader with the paper who finds a different convention changes it here, once.
 """
@@ -60,6 +65,14 @@ def subspace_choice_key(run_key: jax.Array, e) -> jax.Array:
 
 def compressor_key(run_key: jax.Array) -> jax.Array:
   return jax.random.fold_in(run_key, _COMPRESSOR)
+
+
+def chain_key(key: jax.Array, i) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(key, 1), i)
+
+
+def leaf_key(key: jax.Array, j) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(key, 2), j)
 
 
 def per_round(key_fn, run_key: jax.Array, num_rounds: int) -> np.ndarray:

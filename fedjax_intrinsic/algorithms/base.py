@@ -56,6 +56,13 @@ class BuildContext(NamedTuple):
   server_optimizer_stateless: bool = False
 
 
+class Broadcast(NamedTuple):
+  """What every participant starts from when it is more than θ."""
+  theta: jax.Array     # f32[D]: θ raveled, the point clients start from
+  shared: Any          # state every client derives from the seed or gets from the server (the
+                       # count sketch's hashes, a subspace's random state, PowerSGD's Q)
+
+
 class FederatedAlgorithm(NamedTuple):
   """A federated method as pure functions (see the module docstring for the call order).
 

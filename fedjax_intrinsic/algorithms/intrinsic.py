@@ -17,9 +17,13 @@ round then maps θ − θ0 to (1 − ηλ)(θ − θ0) − η·(the lifted step)
 active subspace's part). A client trains u ∈ R^d from 0 with the loss L(θ_base + A u) for
 `client.local_steps` SGD steps at `client.lr` and uploads Δz = −u_end (= Aᵀ∇L with one step at lr 1).
 
-Payload encodings of Δz (`method.payload_dtype`): 'float32' (4·d bytes), 'bfloat16' (2·d bytes),
-'int8' (d bytes + one float32 scale: stochastic rounding of Δz / scale with scale = max|Δz| / 127,
-unbiased, drawn from the client's key). Only float32 is linear, so only it allows the cohort shortcut.
+Payload encodings of Δz (`method.payload_dtype`, or the same choice as `method.quantize` ∈ {none,
+bf16, int8}, the name every method shares; setting both is refused): 'float32' (4·d bytes),
+'bfloat16' (2·d bytes), 'int8' (d bytes + one float32 scale: stochastic rounding of Δz / scale with
+scale = max|Δz| / 127, unbiased, drawn from the client's key; `compressors.int8`). Only float32 is
+linear, so only it allows the cohort shortcut.
+Recipe: trainer `client_train` (the subspace), compressor identity or a quantiser (`compressor`),
+and the method's own subspace or θ-replay server.
 """
 from typing import Any, NamedTuple, Optional
 
@@ -29,16 +33,18 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import projections as P
-from fedjax_intrinsic import keys
-from fedjax_intrinsic.algorithms import base
+from fedjax_intrinsic import compressors, keys
+from fedjax_intrinsic.algorithms import base, options
 
 PAYLOAD_DTYPES = ('float32', 'bfloat16', 'int8')
+_AS_QUANTIZE = dict(zip(PAYLOAD_DTYPES, compressors.QUANTIZE))   # float32 -> none, ...
 OPERATORS = ('dense_gaussian', 'fastfood', 'sparse', 'identity')
 
 
 def default_config() -> dict:
   """Fields every intrinsic method has (its module may add more)."""
-  return {'d': 1000, 'projection': 'fastfood', 'payload_dtype': 'float32', 'per_leaf': False}
+  return {'d': 1000, 'projection': 'fastfood', 'payload_dtype': 'float32', 'per_leaf': False,
+          **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
@@ -59,6 +65,11 @@ def validate(config) -> None:
   if isinstance(m.d, bool) or not isinstance(m.d, int) or m.d <= 0:
     raise ConfigError(f'method.d={m.d!r} is invalid; allowed: a positive integer <= D '
                       '(the number of model parameters)')
+  options.validate(config, error_feedback=False)
+  if m.quantize != 'none' and m.payload_dtype != 'float32':
+    raise ConfigError(f'method.quantize={m.quantize} is invalid with method.payload_dtype='
+                      f'{m.payload_dtype} (the same choice twice); allowed: quantize=none, or '
+                      'payload_dtype=float32')
   if config.simulation.cohort_shortcut and (config.client.local_steps != 1 or
                                             m.payload_dtype != 'float32'):
     raise ConfigError('simulation.cohort_shortcut=True is invalid with client.local_steps='
@@ -135,31 +146,27 @@ def client_train(ctx: base.BuildContext, sub: Subspaces, theta_base: jax.Array, 
   return -u_end, metrics
 
 
-def encode(delta_z: jax.Array, payload_dtype: str, key: jax.Array) -> Any:
-  """Δz: f32[d] -> what travels up (see the module docstring)."""
-  if payload_dtype == 'float32':
-    return delta_z
-  if payload_dtype == 'bfloat16':
-    return delta_z.astype(jnp.bfloat16)
-  scale = jnp.maximum(jnp.max(jnp.abs(delta_z)), 1e-30) / 127.0
-  scaled = delta_z / scale
-  low = jnp.floor(scaled)
-  up = jax.random.uniform(key, scaled.shape) < (scaled - low)   # unbiased stochastic rounding
-  q = jnp.clip(low + up, -127, 127).astype(jnp.int8)
-  return {'q': q, 'scale': scale.astype(jnp.float32)}
+def quantize_of(method_config) -> str:
+  """The payload's encoding as a `method.quantize` value (none / bf16 / int8)."""
+  q = method_config.get('quantize', 'none')
+  return q if q != 'none' else _AS_QUANTIZE[method_config.payload_dtype]
 
 
-def decode(payload: Any) -> jax.Array:
-  """The inverse of `encode` (up to rounding): f32[..., d], with a leading client axis allowed."""
-  if isinstance(payload, dict):
-    return payload['q'].astype(jnp.float32) * payload['scale'][..., None]
-  return payload.astype(jnp.float32)
+def compressor(method_config) -> compressors.Compressor:
+  """Δz: f32[d] -> the payload: itself (float32), or bf16 / int8 + scale (`compressors`)."""
+  return compressors.quantizer(quantize_of(method_config)) or compressors.identity()
 
 
-def aggregate(payloads: Any, weights: jax.Array) -> jax.Array:
-  """Σ_c w_c Δz_c: f32[d] (decoded per client, so linear in the (payload, weight) pairs)."""
-  return jnp.einsum('c,cd->d', weights.astype(jnp.float32), decode(payloads),
-                    precision=jax.lax.Precision.HIGHEST)
+def client_update(ctx: base.BuildContext, sub: Subspaces, method_config):
+  """The client of every intrinsic method: trains in the broadcast subspace
+  (bc: `base.Broadcast(theta f32[D], shared = the subspace's random state)`), encodes Δz."""
+  c = compressor(method_config)
+
+  def update(bc, cstate, batches, key):
+    delta_z, metrics = client_train(ctx, sub, bc.theta, bc.shared, batches)
+    payload, cstate = c.encode(delta_z, cstate, key)
+    return payload, cstate, metrics
+  return update, c.aggregate, c.linear
 
 
 def floats_bytes(n) -> np.ndarray:

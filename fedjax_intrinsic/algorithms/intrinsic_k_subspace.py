@@ -9,32 +9,19 @@ Down: the z_k that changed since the client last synchronised (all updated ones 
       for clients that are fresh every round (docs/paper.md §4). A client that received θ keeps θ and no
       z, so for its next download it is like a fresh client (the ledger records it as holding
       round 1, `held_after`): it needs every subspace updated so far, or θ again.
-State: server z: f32[K, d], one optimiser state per subspace (only the active one steps);
-       clients keep the z_k they downloaded (K·d floats), or θ. No client state in the simulation.
+State: `servers.SubspaceState`: server z: f32[K, d], one optimiser state per subspace (only the
+       active one steps), the K subspaces' random states (leaves [K, ...]); clients keep the z_k
+       they downloaded (K·d floats), or θ. No client state in the simulation.
+Recipe: trainer and compressor `intrinsic.client_update`, the K-subspace server below.
 """
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fedjax_intrinsic import keys
-from fedjax_intrinsic.algorithms import base, intrinsic
+from fedjax_intrinsic.algorithms import base, intrinsic, servers
 
 ORDERS = ('cyclic', 'random')
-
-
-class ServerState(NamedTuple):
-  round: jax.Array     # i32[]
-  z: jax.Array         # f32[K, d]
-  opt_state: Any       # per-subspace optimiser states, leaves [K, ...]
-  theta0: jax.Array    # f32[D]
-  op_states: Any       # the K subspaces' random states, leaves [K, ...]
-
-
-class Broadcast(NamedTuple):
-  theta: jax.Array     # f32[D]: θ0 + Σ_k A_k z_k
-  op_state: Any        # the active subspace's random state
 
 
 def default_config() -> dict:
@@ -66,7 +53,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   sub = intrinsic.subspaces(method_config, ctx)
   K = method_config.num_subspaces
   opt = ctx.server_optimizer
-  payload_dtype = method_config.payload_dtype
+  client_update, aggregate, linear = intrinsic.client_update(ctx, sub, method_config)
   schedule = subspace_schedule(method_config, ctx.run_key, ctx.num_rounds)
   schedule_j = jnp.asarray(schedule)
 
@@ -78,19 +65,16 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     z = jnp.zeros((K, sub.d), jnp.float32)
     opt_state = jax.vmap(opt.init)(z)
     op_states = jax.vmap(sub.state)(jnp.arange(K))
-    return ServerState(jnp.ones((), jnp.int32), z, opt_state, intrinsic.flat(params0), op_states)
+    return servers.SubspaceState(jnp.ones((), jnp.int32), z, opt_state, intrinsic.flat(params0),
+                                 op_states)
 
   def active(state):
     return schedule_j[state.round]
 
   def broadcast(state):
     k = active(state)
-    return Broadcast(theta(state.z, state.theta0, state.op_states),
-                     jax.tree.map(lambda s: s[k], state.op_states))
-
-  def client_update(bc, cstate, batches, key):
-    delta_z, metrics = intrinsic.client_train(ctx, sub, bc.theta, bc.op_state, batches)
-    return intrinsic.encode(delta_z, payload_dtype, key), cstate, metrics
+    return base.Broadcast(theta(state.z, state.theta0, state.op_state),
+                          jax.tree.map(lambda s: s[k], state.op_state))
 
   def server_update(state, agg, second=None):
     del second
@@ -112,7 +96,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   def catch_up(state, held_round):
     ks = changed(int(state.round), int(held_round))
     if sends_theta(len(ks)):
-      return {'theta': theta(state.z, state.theta0, state.op_states)}
+      return {'theta': theta(state.z, state.theta0, state.op_state)}
     return {'z': state.z[jnp.asarray(ks, jnp.int32)]}   # [n, d]; which k each is, clients derive
 
   def sends_theta(n: int) -> bool:
@@ -146,13 +130,13 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       init_client=lambda params0: (),
       broadcast=broadcast,
       client_update=client_update,
-      aggregate=intrinsic.aggregate,
+      aggregate=aggregate,
       server_update=server_update,
-      model_params=lambda state: sub.unravel(theta(state.z, state.theta0, state.op_states)),
+      model_params=lambda state: sub.unravel(theta(state.z, state.theta0, state.op_state)),
       download_bytes=download_bytes,
       catch_up=catch_up,
       rebuild=rebuild,
       keep=keep,
       held_after=held_after,
-      cohort_shortcut=payload_dtype == 'float32',
+      cohort_shortcut=linear,
   )

@@ -3,30 +3,15 @@
 θ = θ0 + A z with A from `keys.subspace_key(run_key, 0)`. Clients train in z-space and upload Δz.
 Up:   Δz, d float32 per client (or bf16 / int8 + scale, `method.payload_dtype`).
 Down: z, d float32 per client per round (with θ0 and the seed it rebuilds θ = θ0 + A z).
-State: server z: f32[d] and the server optimiser's state in z-space (d floats per slot);
-       θ0 and the operator's random state are derived data, not traffic. No client state.
+State: `servers.SubspaceState`: server z: f32[d] and the server optimiser's state in z-space (d
+       floats per slot); θ0 and the operator's random state are derived data, not traffic. No
+       client state.
+Recipe: trainer and compressor `intrinsic.client_update`, the subspace server below.
 """
-from typing import Any, NamedTuple
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_intrinsic.algorithms import base, intrinsic
-
-
-class ServerState(NamedTuple):
-  round: jax.Array     # i32[]: the round about to run (1-based)
-  z: jax.Array         # f32[d]
-  opt_state: Any       # server optimiser state, z-space
-  theta0: jax.Array    # f32[D]: θ0 raveled (every client holds it)
-  op_state: Any        # the subspace's random state (every client derives it from the seed)
-
-
-class Broadcast(NamedTuple):
-  theta: jax.Array     # f32[D]: θ0 + A z, the point clients start from
-  op_state: Any
-
+from fedjax_intrinsic.algorithms import base, intrinsic, servers
 
 default_config = intrinsic.default_config
 
@@ -38,19 +23,15 @@ def validate(config) -> None:
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   sub = intrinsic.subspaces(method_config, ctx)
   opt = ctx.server_optimizer
-  payload_dtype = method_config.payload_dtype
+  client_update, aggregate, linear = intrinsic.client_update(ctx, sub, method_config)
 
   def theta(state):
     return state.theta0 + sub.op.lift(state.op_state, state.z)
 
   def init(params0):
     z = jnp.zeros((sub.d,), jnp.float32)
-    return ServerState(jnp.ones((), jnp.int32), z, opt.init(z), intrinsic.flat(params0),
-                       sub.state(0))
-
-  def client_update(bc, cstate, batches, key):
-    delta_z, metrics = intrinsic.client_train(ctx, sub, bc.theta, bc.op_state, batches)
-    return intrinsic.encode(delta_z, payload_dtype, key), cstate, metrics
+    return servers.SubspaceState(jnp.ones((), jnp.int32), z, opt.init(z), intrinsic.flat(params0),
+                                 sub.state(0))
 
   def server_update(state, agg, second=None):
     del second
@@ -69,13 +50,13 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       name='intrinsic_static',
       init=init,
       init_client=lambda params0: (),
-      broadcast=lambda state: Broadcast(theta(state), state.op_state),
+      broadcast=lambda state: base.Broadcast(theta(state), state.op_state),
       client_update=client_update,
-      aggregate=intrinsic.aggregate,
+      aggregate=aggregate,
       server_update=server_update,
       model_params=lambda state: sub.unravel(theta(state)),
       download_bytes=download_bytes,
       catch_up=lambda state, held_round: state.z,
       rebuild=rebuild,
-      cohort_shortcut=payload_dtype == 'float32',
+      cohort_shortcut=linear,
   )

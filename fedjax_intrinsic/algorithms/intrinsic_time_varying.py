@@ -10,32 +10,20 @@ Down: what rebuilds θ_{e−1} by replaying the server's deterministic rule on t
       constant rate) from the client's last synchronised θ, the Δz̄ of the rounds it missed; with a
       stateful one (momentum, Adam, schedules) from θ0, all Δz̄ of rounds 1 … e−1; or θ_{e−1} itself
       (D floats), whichever is smaller: Σ_e min(d·(e−1), D) for clients fresh every round.
-State: server θ: f32[D], optimiser state in θ-space, and a ring buffer of the last
-       R = min(⌈D/d⌉, rounds) mean Δz̄ (beyond R rounds θ is always the smaller catch-up), so shapes
-       are static and the round compiles once. No client state.
+State: `servers.ServerState`: server θ: f32[D], optimiser state in θ-space, and in `extra` a ring
+       buffer 'history' f32[R, d] of the last R = min(⌈D/d⌉, rounds) mean Δz̄ (row (r − 1) mod R
+       for round r; beyond R rounds θ is always the smaller catch-up, so shapes are static and the
+       round compiles once) and 'op_state', the random state of this round's subspace (derived
+       from the seed). No client state.
+Recipe: trainer and compressor `intrinsic.client_update`, the θ-replay server below.
 """
 import math
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_intrinsic.algorithms import base, intrinsic
-
-
-class ServerState(NamedTuple):
-  round: jax.Array     # i32[]: the round about to run
-  params: jax.Array    # f32[D]: θ_{round−1}, raveled
-  opt_state: Any       # server optimiser state, θ-space
-  history: jax.Array   # f32[R, d]: mean Δz̄ of round r at row (r − 1) mod R
-  theta0: jax.Array    # f32[D]
-  op_state: Any        # the random state of this round's subspace (derived from the seed)
-
-
-class Broadcast(NamedTuple):
-  theta: jax.Array
-  op_state: Any
+from fedjax_intrinsic.algorithms import base, intrinsic, servers
 
 
 def default_config() -> dict:
@@ -56,7 +44,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   sub = intrinsic.subspaces(method_config, ctx)
   opt = ctx.server_optimizer
   stateless = ctx.server_optimizer_stateless
-  payload_dtype = method_config.payload_dtype
+  client_update, aggregate, linear = intrinsic.client_update(ctx, sub, method_config)
   ring = max(1, min(math.ceil(sub.D / sub.d), ctx.num_rounds))
   every = method_config.resample_every
 
@@ -79,19 +67,16 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
 
   def init(params0):
     theta0 = intrinsic.flat(params0)
-    return ServerState(jnp.ones((), jnp.int32), theta0, opt.init(theta0),
-                       jnp.zeros((ring, sub.d), jnp.float32), theta0, state_of_round(1))
-
-  def client_update(bc, cstate, batches, key):
-    delta_z, metrics = intrinsic.client_train(ctx, sub, bc.theta, bc.op_state, batches)
-    return intrinsic.encode(delta_z, payload_dtype, key), cstate, metrics
+    return servers.ServerState(jnp.ones((), jnp.int32), theta0, opt.init(theta0), (),
+                               {'history': jnp.zeros((ring, sub.d), jnp.float32),
+                                'op_state': state_of_round(1)})
 
   def server_update(state, agg, second=None):
     del second
-    params, opt_state = apply_round(state.params, state.opt_state, agg, state.op_state)
-    history = state.history.at[(state.round - 1) % ring].set(agg)
-    return ServerState(state.round + 1, params, opt_state, history, state.theta0,
-                       state_of_round(state.round + 1))
+    theta, opt_state = apply_round(state.theta, state.opt_state, agg, state.extra['op_state'])
+    history = state.extra['history'].at[(state.round - 1) % ring].set(agg)
+    return state._replace(round=state.round + 1, theta=theta, opt_state=opt_state,
+                          extra={'history': history, 'op_state': state_of_round(state.round + 1)})
 
   def replay_rounds(round_now: int, held_round: int) -> tuple[int, int]:
     """(first round to replay, count) for a client holding `held_round` at round `round_now`."""
@@ -107,16 +92,16 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     e = int(state.round)
     first, n = replay_rounds(e, int(held_round))
     if n * sub.d >= sub.D and n:
-      return {'theta': state.params}
+      return {'theta': state.theta}
     rows = (np.arange(first, e) - 1) % ring
-    return {'delta_z': state.history[jnp.asarray(rows, jnp.int32)]}    # [n, d], rounds first … e−1
+    return {'delta_z': state.extra['history'][jnp.asarray(rows, jnp.int32)]}    # [n, d], rounds first … e−1
 
   def rebuild(held_state, payload, held_round, round_now):
     if 'theta' in payload:
       return sub.unravel(payload['theta'])
     first, n = replay_rounds(round_now, held_round)
     if stateless:   # the client kept θ of its last sync; a stateless rule needs nothing else
-      params, opt_state = held_state.params, opt.init(held_state.params)
+      params, opt_state = held_state.theta, opt.init(held_state.theta)
     else:           # replay from θ0
       theta0 = intrinsic.flat(ctx.params0)
       params, opt_state = theta0, opt.init(theta0)
@@ -129,15 +114,15 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       name='intrinsic_time_varying',
       init=init,
       init_client=lambda params0: (),
-      broadcast=lambda state: Broadcast(state.params, state.op_state),
+      broadcast=lambda state: base.Broadcast(state.theta, state.extra['op_state']),
       client_update=client_update,
-      aggregate=intrinsic.aggregate,
+      aggregate=aggregate,
       server_update=server_update,
-      model_params=lambda state: sub.unravel(state.params),
+      model_params=lambda state: sub.unravel(state.theta),
       download_bytes=download_bytes,
       catch_up=catch_up,
       rebuild=rebuild,
       keep=lambda held, payload, h, e: held._replace(
-          params=intrinsic.flat(rebuild(held, payload, h, e))),   # the client keeps its θ
-      cohort_shortcut=payload_dtype == 'float32',
+          theta=intrinsic.flat(rebuild(held, payload, h, e))),   # the client keeps its θ
+      cohort_shortcut=linear,
   )

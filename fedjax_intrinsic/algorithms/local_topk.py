@@ -8,77 +8,39 @@ Momentum placement is a config choice: on the client (`method.local_momentum`, k
 on the server (`server.optimizer=momentum`, FetchSGD's "virtual momentum" for local top-k: the
 server's momentum of the mean sparse update, no masking) — not both (ConfigError).
 Up:   {'values': f32[k], 'indices': i32[k]}: 8·k bytes per client (indices counted; FetchSGD's code
-      counts values only).
+      counts values only); with `method.quantize=int8` the values are int8 + one float32 scale
+      (5·k + 4 bytes), with bf16 bfloat16 (6·k); error feedback then also keeps the rounding error.
 Down: the coordinates of θ changed since the client's last sync as f32 values + i32 indices, or θ
       (4·D bytes) when that is smaller (`sparse_sync`). The union of the clients' supports changes
       each round (every coordinate, with a momentum server), so this saturates at D quickly.
-State: server θ: f32[D], optimiser state, last_changed: i32[D]. Client state: error f32[D] and/or
-      velocity f32[D] per client on the host (`simulation.ClientStateStore`: clients × D floats,
+State: server θ: f32[D], optimiser state, last_changed: i32[D] (`servers.sparse_sync`). Client
+      state: error f32[D] (`compressors.ErrorFeedback`) and/or velocity f32[D]
+      (`compressors.Momentum`) per client on the host (`simulation.ClientStateStore`: clients × D floats,
       refused by `config.check_client_memory` when it cannot fit); none without them.
 The message is non-linear per client: no cohort shortcut.
+Recipe: trainer `recipe.flat_delta`, compressor momentum(error_feedback(top_k (+ quantiser))),
+server `servers.sparse_sync`.
 """
-import projections as P
-from fedjax_intrinsic.algorithms import base, topk_common as tc
+from fedjax_intrinsic import compressors
+from fedjax_intrinsic.algorithms import base, options, recipe, servers, topk_common as tc
 
 ERROR_TYPES = ('local', 'none')
-ServerState = tc.ServerState
-ClientState = tc.ClientState
 
 
 def default_config() -> dict:
-  """k ≈ 3% of the digits MLP's D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
-  return {'k': 300, 'error_type': 'local', 'local_momentum': 0.0, 'topk_method': 'exact'}
+  return {**tc.topk_defaults('local', 'local_momentum'), **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
-  m = config.method
-  tc.check_positive_int(m.k, 'method.k')
-  tc.check_choice(m.error_type, 'method.error_type', ERROR_TYPES)
-  tc.check_choice(m.topk_method, 'method.topk_method', tc.TOPK_METHODS)
-  tc.check_momentum(m.local_momentum, 'method.local_momentum')
-  tc.check_one_momentum(config, 'method.local_momentum')
+  tc.validate_fields(config, ERROR_TYPES, 'local_momentum')
   tc.check_no_cohort_shortcut(config)
+  options.validate(config, error_feedback=False)
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
-  flat = tc.flat_setup(ctx)
-  D, k = flat.D, method_config.k
-  tc.check_k(k, D)
-  tc.check_feedback_needs_loss(k, D, method_config.error_type)
-  rho = float(method_config.local_momentum)
-  tc.check_masked_momentum(k, D, rho, 'method.local_momentum')
-  feedback = method_config.error_type == 'local'
-  topk_method = method_config.topk_method
-  opt = ctx.server_optimizer
-  sync = tc.sync(flat, ctx.num_rounds)
-
-  def client_update(bc, cstate, batches, key):
-    del key
-    delta, metrics = tc.client_delta(ctx, flat, bc, batches)
-    values, indices, new = tc.compress_with_feedback(
-        delta, cstate, rho, feedback, lambda a: P.top_k(a, k, topk_method))
-    return ({'values': values, 'indices': indices},
-            new if (feedback or rho > 0) else cstate, metrics)
-
-  def aggregate(payloads, weights):
-    return tc.sparse_sum(payloads['values'], payloads['indices'], weights, D)
-
-  def server_update(state, agg, second=None):
-    del second
-    return tc.apply_update(opt, state, agg)
-
-  return base.FederatedAlgorithm(
-      name='local_topk',
-      init=lambda params0: tc.init_server(opt, tc.ravel(params0)),
-      init_client=lambda params0: tc.init_client_state(D, rho, feedback),
-      broadcast=lambda state: state.theta,
-      client_update=client_update,
-      aggregate=aggregate,
-      server_update=server_update,
-      model_params=lambda state: flat.unravel(state.theta),
-      download_bytes=sync.download_bytes,
-      catch_up=sync.catch_up,
-      rebuild=sync.rebuild,
-      keep=sync.keep,
-      cohort_shortcut=False,
-  )
+  flat, D, k, rho = tc.sizes(method_config, ctx.params0, 'local_momentum')
+  sparsifier = options.quantized(compressors.top_k(D, k, method_config.topk_method), method_config)
+  compressor = compressors.feedback_and_momentum(sparsifier, D, rho,
+                                                 method_config.error_type == 'local')
+  return recipe.assemble('local_topk', recipe.flat_delta(ctx, flat), compressor,
+                         servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds))

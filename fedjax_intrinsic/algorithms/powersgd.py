@@ -28,15 +28,19 @@ The initial Q of compressed leaf i (tree_flatten order) is f32[m, r] standard no
 fold_in(keys.compressor_key(run_key), i), which every client derives itself.
 
 Up:   first exchange P_c: f32[n, r] per compressed leaf plus every uncompressed leaf; second exchange
-      Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes.
+      Q_c: f32[m, r] per compressed leaf: 4·(Σ r(n + m) + Σ |uncompressed|) bytes. With
+      `method.quantize` every one of these arrays travels as bf16, or int8 + one float32 scale
+      (the first exchange rounded with the client's key, the second with `keys.chain_key(key, 2)`);
+      the local error memory then uses the Q_c the server decodes.
 Down: the round's broadcast: θ (D float32: P̂ Q̂ᵀ moves every coordinate of every compressed matrix)
       and the warm-start Q (f32[m, r] per compressed leaf, server state that clients cannot derive);
       then the request P̂ (f32[n, r] per compressed leaf, counted by the engine as the request),
       and with error_memory='averaged' (and error feedback), Q̂ at the end of the round (f32[m, r] per
       compressed leaf): 4·(D + Σ r(m + n)) bytes per participant per round, + 4·Σ r·m.
-State: server θ (pytree), the server optimiser's state (θ-space) and Q. Client state: the error
-       memory e: f32[n, m] per compressed leaf with error feedback, else none. Two exchanges and
-       client state: no cohort shortcut.
+State: server θ: f32[D] and the server optimiser's state (`servers.dense`), and Q in
+       `extra['q']`. Client state: the error memory e: f32[n, m] per compressed leaf with error
+       feedback (`compressors.ErrorFeedback`, the rule `compressors.with_error` / `residual`),
+       else none. Two exchanges and client state: no cohort shortcut.
 """
 import math
 from typing import Any, NamedTuple
@@ -45,27 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_intrinsic import keys
-from fedjax_intrinsic.algorithms import base
+from fedjax_intrinsic import compressors, keys
+from fedjax_intrinsic.algorithms import base, options, servers
 
 ERROR_MEMORIES = ('local', 'averaged')
-
-
-class ServerState(NamedTuple):
-  round: jax.Array     # i32[]: the round about to run (1-based)
-  params: Any          # θ (pytree)
-  opt_state: Any       # the server optimiser's state, θ-space
-  q: tuple             # f32[m_i, r] per compressed leaf: the warm start of the power iteration
-
-
-class Broadcast(NamedTuple):
-  params: Any          # θ: the point every client starts from
-  q: tuple             # f32[m_i, r] per compressed leaf
-
-
-class ErrorFeedback(NamedTuple):
-  error: tuple         # f32[n_i, m_i] per compressed leaf; from the first exchange to the memory
-                       # update (respond, or finish with error_memory='averaged'): M_c itself
 
 
 class Layout(NamedTuple):
@@ -77,7 +64,8 @@ class Layout(NamedTuple):
 
 
 def default_config() -> dict:
-  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local'}
+  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local',
+          **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
@@ -95,6 +83,7 @@ def validate(config) -> None:
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name={m.name!r} '
                       '(two exchanges and client state); allowed: False')
+  options.validate(config, error_feedback=False)
 
 
 def matrix_shape(shape: tuple) -> tuple[int, int]:
@@ -135,37 +124,48 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   lay = layout(ctx.params0, rank)
   leaves0, treedef = jax.tree.flatten(ctx.params0)
   leaf_shapes = [np.shape(x) for x in leaves0]
+  flat = servers.flat_setup(ctx.params0)
   loss = base.model_loss(ctx.model)
-  opt = ctx.server_optimizer
+  server = servers.dense(ctx.server_optimizer, flat)
   hp = jax.lax.Precision.HIGHEST
   q_key = keys.compressor_key(ctx.run_key)
+  quantiser = compressors.quantizer(method_config.get('quantize', 'none'))
+  aggregate = base.weighted_sum if quantiser is None else quantiser.aggregate
+
+  def send(payload, key):
+    """(what travels, what the server reads of it): the payload, or quantised and decoded."""
+    if quantiser is None:
+      return payload, payload
+    sent = quantiser.encode(payload, (), key)[0]
+    return sent, quantiser.decode(sent)
 
   def init(params0):
     q = tuple(jax.random.normal(jax.random.fold_in(q_key, i), (m, rank), jnp.float32)
               for i, (n, m) in zip(lay.compressed, lay.shapes))
-    return ServerState(jnp.ones((), jnp.int32), params0, opt.init(params0), q)
+    return server.init(params0, {'q': q})
 
   def init_client(params0):
     if not ef:
       return ()
-    return ErrorFeedback(tuple(jnp.zeros(s, jnp.float32) for s in lay.shapes))
+    return compressors.ErrorFeedback((), tuple(jnp.zeros(s, jnp.float32) for s in lay.shapes))
 
   def matrices(bc, cstate, batches):
     """(M_c per compressed leaf f32[n, m], uncompressed leaves of Δ_c, metrics)."""
-    end, metrics = base.local_sgd(loss, bc.params, batches, ctx.client_lr)
-    delta = jax.tree.leaves(base.tree_sub(bc.params, end))
+    start = flat.unravel(bc.theta)
+    end, metrics = base.local_sgd(loss, start, batches, ctx.client_lr)
+    delta = jax.tree.leaves(base.tree_sub(start, end))
     mats = tuple(delta[i].reshape(s) for i, s in zip(lay.compressed, lay.shapes))
     if ef:
-      mats = tuple(a + e for a, e in zip(mats, cstate.error))
+      mats = compressors.with_error(mats, cstate.error)
     return mats, tuple(delta[i] for i in lay.dense), metrics
 
   def client_update(bc, cstate, batches, key):
-    del key
     mats, dense, metrics = matrices(bc, cstate, batches)
-    payload = {'p': tuple(jnp.matmul(mat, q, precision=hp) for mat, q in zip(mats, bc.q)),
+    payload = {'p': tuple(jnp.matmul(mat, q, precision=hp) for mat, q in zip(mats, bc.shared)),
                'dense': dense}
+    payload = send(payload, key)[0]
     if ef:   # carry M_c to the second exchange in the error slot (no extra state)
-      cstate = ErrorFeedback(mats)
+      cstate = compressors.ErrorFeedback((), mats)
     return payload, cstate, metrics
 
   def query(state, agg):
@@ -173,23 +173,26 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     del state
     return tuple(orthonormalise(p) for p in agg['p'])
 
+  def remember(mats, p_hats, qs):
+    """The error memory e ← M − P̂ Qᵀ per compressed leaf."""
+    return compressors.ErrorFeedback((), compressors.residual(
+        mats, tuple(jnp.matmul(p_hat, q.T, precision=hp) for p_hat, q in zip(p_hats, qs))))
+
   def respond(bc, request, cstate, batches, key):
-    del key
     if ef:
       mats = cstate.error
     else:
       mats = matrices(bc, cstate, batches)[0]
     qs = tuple(jnp.matmul(mat.T, p_hat, precision=hp) for mat, p_hat in zip(mats, request))
-    if ef and not averaged:
-      cstate = ErrorFeedback(tuple(
-          mat - jnp.matmul(p_hat, q.T, precision=hp) for mat, p_hat, q in zip(mats, request, qs)))
+    qs, received = send(qs, keys.chain_key(key, 2))
+    if ef and not averaged:   # the memory keeps what the server did not receive of M_c
+      cstate = remember(mats, request, received)
     return qs, cstate
 
   def finish(bc, request, q_hat, cstate):
     """error_memory='averaged': e_c ← M_c − P̂ Q̂ᵀ, with Q̂ (the notice) the round's mean Q."""
     del bc
-    return ErrorFeedback(tuple(mat - jnp.matmul(p_hat, q.T, precision=hp)
-                               for mat, p_hat, q in zip(cstate.error, request, q_hat)))
+    return remember(cstate.error, request, q_hat)
 
   def server_update(state, agg, second):
     p_hats = query(state, agg)
@@ -198,9 +201,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       leaves[i] = jnp.matmul(p_hat, q_hat.T, precision=hp).reshape(leaf_shapes[i])
     for i, x in zip(lay.dense, agg['dense']):
       leaves[i] = x
-    grad = jax.tree.unflatten(treedef, leaves)
-    params, opt_state = base.server_step(opt, state.params, state.opt_state, grad)
-    return ServerState(state.round + 1, params, opt_state, tuple(second))
+    return server.step(state, jax.tree.unflatten(treedef, leaves), {'q': tuple(second)})
 
   def download_bytes(state, held_rounds):
     nbytes = base.tree_bytes(ctx.params0) + 4 * sum(m * rank for n, m in lay.shapes)
@@ -210,18 +211,18 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       name='powersgd',
       init=init,
       init_client=init_client,
-      broadcast=lambda state: Broadcast(state.params, state.q),
+      broadcast=lambda state: base.Broadcast(state.theta, state.extra['q']),
       client_update=client_update,
-      aggregate=base.weighted_sum,
+      aggregate=aggregate,
       server_update=server_update,
-      model_params=lambda state: state.params,
+      model_params=server.model_params,
       download_bytes=download_bytes,
-      catch_up=lambda state, held_round: {'theta': state.params, 'q': state.q},
-      rebuild=lambda held_state, payload, held_round, round_now: payload['theta'],
+      catch_up=lambda state, held_round: {'theta': state.theta, 'q': state.extra['q']},
+      rebuild=server.rebuild,
       cohort_shortcut=False,
       query=query,
       respond=respond,
-      aggregate2=base.weighted_sum,
-      notice=(lambda state: state.q) if averaged else None,
+      aggregate2=aggregate,
+      notice=(lambda state: state.extra['q']) if averaged else None,
       finish=finish if averaged else None,
   )

@@ -26,29 +26,20 @@ Down: θ, D float32, to every participant: the server's step moves every coordin
       last sync are all of θ. (A client present in the previous round could instead replay the voted
       signs, under 2 bits a coordinate a round; in the cross-device setting of docs/paper.md §4 few clients
       return that soon, so the harness charges θ.)
-State: server θ: f32[D] and the server optimiser's state (θ-space). Client state: the error memory
-       e: f32[D] with `error_feedback`, else none. The message is non-linear (a sign), so the cohort
+State: server θ: f32[D] and the server optimiser's state (`servers.dense`). Client state: the
+       error memory e: f32[D] with `error_feedback` (`compressors.ErrorFeedback`), else none. The message is non-linear (a sign), so the cohort
        shortcut does not apply.
+Recipe: trainer `recipe.raveled_delta`, compressor error_feedback(sign) (`compressors.sign`),
+server `servers.dense`.
 """
-from typing import Any, NamedTuple
-
-import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
-from fedjax_intrinsic.algorithms import base
+from fedjax_intrinsic import compressors
+from fedjax_intrinsic.algorithms import base, recipe, servers
 
 VOTES = ('majority', 'mean')
-
-
-class ServerState(NamedTuple):
-  round: jax.Array     # i32[]: the round about to run (1-based)
-  params: jax.Array    # f32[D]: θ raveled
-  opt_state: Any       # the server optimiser's state, θ-space
-
-
-class ErrorFeedback(NamedTuple):
-  error: jax.Array     # f32[D]: what the client's past messages left out
+pack_signs, unpack_signs, sign_bits = (compressors.pack_signs, compressors.unpack_signs,
+                                       compressors.sign_bits)
 
 
 def default_config() -> dict:
@@ -73,95 +64,17 @@ def validate(config) -> None:
                       f'{m.name!r} (a sign is not linear in the gradient); allowed: False')
 
 
-def pack_signs(bits: jax.Array) -> jax.Array:
-  """bits: bool[..., D] (True = +1) -> uint8[..., ⌈D/8⌉]."""
-  return jnp.packbits(bits, axis=-1)
-
-
-def unpack_signs(packed: jax.Array, D: int) -> jax.Array:
-  """uint8[..., ⌈D/8⌉] -> f32[..., D] of ±1."""
-  bits = jnp.unpackbits(packed, axis=-1, count=D)
-  return 2.0 * bits.astype(jnp.float32) - 1.0
-
-
-def sign_bits(v: jax.Array, key: jax.Array) -> jax.Array:
-  """bool[D]: v > 0, with a fair coin from `key` where v == 0."""
-  coin = jax.random.bernoulli(key, 0.5, v.shape)
-  return jnp.where(v == 0, coin, v > 0)
-
-
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
-  vote = method_config.vote
-  scaled = method_config.scaled
-  ef = method_config.error_feedback
+  vote, scaled, ef = method_config.vote, method_config.scaled, method_config.error_feedback
   if vote not in VOTES:
     raise ValueError(f'method.vote={vote!r} is invalid; allowed: {", ".join(VOTES)}')
   if ef and not scaled:
     raise ValueError('method.error_feedback=True is invalid with method.scaled=False; allowed: '
                      'error_feedback=False, or scaled=True')
-  theta0, unravel = ravel_pytree(ctx.params0)
-  D = int(theta0.shape[0])
-  loss = base.model_loss(ctx.model)
-  opt = ctx.server_optimizer
-  hp = jax.lax.Precision.HIGHEST
-
-  def init(params0):
-    flat = ravel_pytree(params0)[0]
-    return ServerState(jnp.ones((), jnp.int32), flat, opt.init(flat))
-
-  def init_client(params0):
-    return ErrorFeedback(jnp.zeros((D,), jnp.float32)) if ef else ()
-
-  def client_update(theta, cstate, batches, key):
-    start = unravel(theta)
-    end, metrics = base.local_sgd(loss, start, batches, ctx.client_lr)
-    v = theta - ravel_pytree(end)[0]                       # Δ: f32[D]
-    if ef:
-      v = v + cstate.error
-    bits = sign_bits(v, key)
-    payload = {'signs': pack_signs(bits)}
-    if scaled:
-      scale = jnp.mean(jnp.abs(v))                         # ‖v‖₁ / D
-      payload['scale'] = scale.astype(jnp.float32)
-    if ef:
-      cstate = ErrorFeedback(v - scale * (2.0 * bits.astype(jnp.float32) - 1.0))
-    return payload, cstate, metrics
-
-  def aggregate(payloads, weights):
-    """A sum over the client axis: the vote count (+ weighted scale) or the weighted mean."""
-    signs = unpack_signs(payloads['signs'], D)             # f32[C, D]
-    w = weights.astype(jnp.float32)
-    if vote == 'majority':
-      voter = (w > 0).astype(jnp.float32)                  # one client one vote; padding: none
-      out = {'vote': jnp.einsum('c,cd->d', voter, signs, precision=hp)}   # exact small integers
-      if scaled:
-        out['scale'] = jnp.dot(w, payloads['scale'], precision=hp)
-      return out
-    coef = w * payloads['scale'] if scaled else w
-    return {'mean': jnp.einsum('c,cd->d', coef, signs, precision=hp)}
-
-  def server_update(state, agg, second=None):
-    del second
-    if vote == 'majority':
-      g = jnp.sign(agg['vote'])
-      if scaled:
-        g = agg['scale'] * g
-    else:
-      g = agg['mean']
-    params, opt_state = base.server_step(opt, state.params, state.opt_state, g)
-    return ServerState(state.round + 1, params, opt_state)
-
-  return base.FederatedAlgorithm(
-      name='sign_sgd',
-      init=init,
-      init_client=init_client,
-      broadcast=lambda state: state.params,
-      client_update=client_update,
-      aggregate=aggregate,
-      server_update=server_update,
-      model_params=lambda state: unravel(state.params),
-      download_bytes=base.dense_download_bytes(ctx.params0),
-      catch_up=lambda state, held_round: {'theta': state.params},
-      rebuild=lambda held_state, payload, held_round, round_now: unravel(payload['theta']),
-      cohort_shortcut=False,
-  )
+  flat = servers.flat_setup(ctx.params0)
+  compressor = compressors.sign(flat.D, vote, scaled)
+  if ef:
+    compressor = compressors.error_feedback(compressor,
+                                            lambda: jnp.zeros((flat.D,), jnp.float32))
+  return recipe.assemble('sign_sgd', recipe.raveled_delta(ctx, flat), compressor,
+                         servers.dense(ctx.server_optimizer, flat))

@@ -1,7 +1,7 @@
 """`sketched_sgd`: Sketched SGD (Ivkin et al. 2019): local momentum and error, sketches, heavy hitters.
 
 The count sketch S: f32[D] -> f32[rows, cols] and its hashes from `keys.sketch_key(run_key)` are
-FetchSGD's (`fetchsgd.Sketcher`: derived from the seed, never sent). Client c keeps, across rounds,
+FetchSGD's (`compressors.Sketcher`: derived from the seed, never sent). Client c keeps, across rounds,
 its momentum u_c and error v_c: f32[D] each (u_c only when ρ = `method.rho` > 0). In a round it runs
 `client.local_steps` SGD steps at `client.lr` from the broadcast θ, Δ_c = θ_start − θ_end, and
 
@@ -20,31 +20,27 @@ the server sends A, k int32, to them at the end of the round (the engine's `noti
 A = H and the clients zero it when they answer. Momentum lives on the clients: with ρ > 0
 server.optimizer 'momentum'/'nesterov' is rejected (two momenta).
 
-Up:   S(v_c): f32[rows, cols] then v_c[H]: f32[p2·k]: 4·(rows·cols + p2·k) bytes per client.
+Up:   S(v_c): f32[rows, cols] then v_c[H]: f32[p2·k]: 4·(rows·cols + p2·k) bytes per client; with
+      `method.quantize` both as bf16, or int8 + one float32 scale each (the second rounded with
+      `keys.chain_key(key, 2)`); the error v_c stays exact (the server says what to zero).
 Down: the request H, 4·p2·k bytes, with p2 > 1 the applied A, 4·k bytes, and the coordinates of θ
       changed since the client's last sync as float32 values + int32 indices, or θ itself when
       smaller (`sparse_sync`).
-State: server θ: f32[D] (raveled), optimiser state (θ-space), last_changed: i32[D], the last applied
-       A: i32[k], the sketch's hashes (derived from the seed: `fetchsgd.Sketcher`); per client
-       {'error': f32[D], 'momentum': f32[D] (only with rho > 0)}, kept on the host for every client.
+State: server θ: f32[D] (raveled), optimiser state (θ-space), last_changed: i32[D]
+       (`servers.sparse_sync`), and in `extra` the last applied 'applied' A: i32[k] and
+       'sketch_state', the sketch's hashes (derived from the seed: `compressors.Sketcher`); per
+       client the error v_c (`compressors.ErrorFeedback`, kept whole: the server says what to zero)
+       and with rho > 0 the momentum u_c (`compressors.Momentum`, unmasked), f32[D] each, kept
+       on the host for every client.
 No cohort shortcut (client state).
+Recipe: trainer `recipe.raveled_delta`, compressor momentum(error_feedback(count_sketch)),
+server `servers.sparse_sync`, and the heavy-hitter exchange above.
 """
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
-from fedjax_intrinsic.algorithms import base, fetchsgd, sparse_sync
-
-
-class ServerState(NamedTuple):
-  round: jax.Array          # i32[]: the round about to run (1-based)
-  params: jax.Array         # f32[D]: θ raveled
-  opt_state: Any            # the server optimiser's state, θ-space
-  last_changed: jax.Array   # i32[D]: the last round each coordinate of θ changed in (0 = never)
-  applied: jax.Array        # i32[k]: the coordinates the last round applied (A)
-  sketch_state: Any         # CountSketchState (derived from the seed)
+from fedjax_intrinsic import compressors, keys
+from fedjax_intrinsic.algorithms import base, fetchsgd, options, recipe, servers
 
 
 def default_config() -> dict:
@@ -53,7 +49,7 @@ def default_config() -> dict:
   100 clients a round each client's error is about 10 rounds stale and smaller k or p2 learned less
   (README, methods table). rho = 0: the digits protocol's server rate is tuned without momentum
   (rho = 0.9 does not learn there)."""
-  return {**fetchsgd.sketch_defaults(), 'k': 1000, 'p2': 4}
+  return {**fetchsgd.sketch_defaults(), 'k': 1000, 'p2': 4, **options.defaults(error_feedback=False)}
 
 
 def validate(config) -> None:
@@ -65,52 +61,46 @@ def validate(config) -> None:
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name='
                       f'{config.method.name!r} (clients keep error and momentum); allowed: False')
+  options.validate(config, error_feedback=False)
+
+
+def error_of(cstate) -> jax.Array:
+  """The client's error accumulator v_c: f32[D]."""
+  return cstate.inner.error if isinstance(cstate, compressors.Momentum) else cstate.error
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   sk = fetchsgd.sketcher(method_config, ctx)
-  opt = ctx.server_optimizer
+  flat = servers.flat_setup(ctx.params0)
   rho = float(method_config.rho)
   k = method_config.k
   p2 = method_config.get('p2', 1)
   if p2 * k > sk.D:
     raise ValueError(f'method.p2={p2} is invalid with method.k={k}; allowed: p2·k <= D = {sk.D} '
                      '(the number of model parameters)')
-  candidates = fetchsgd.Sketcher(sk.D, p2 * k, sk.cs, sk.key, sk.unravel)
-
-  def init(params0):
-    theta0 = ravel_pytree(params0)[0]
-    return ServerState(jnp.ones((), jnp.int32), theta0, opt.init(theta0),
-                       sparse_sync.init_last_changed(sk.D), jnp.zeros((k,), jnp.int32),
-                       sk.init_state())
-
-  def init_client(params0):
-    del params0
-    zeros = jnp.zeros((sk.D,), jnp.float32)
-    return {'error': zeros, 'momentum': zeros} if rho > 0 else {'error': zeros}
-
-  def client_update(bc, cstate, batches, key):
-    del key
-    delta, metrics = fetchsgd.client_delta(ctx, bc.params, batches)
-    cstate = dict(cstate)
-    if rho > 0:
-      cstate['momentum'] = rho * cstate['momentum'] + delta
-      cstate['error'] = cstate['error'] + cstate['momentum']
-    else:
-      cstate['error'] = cstate['error'] + delta
-    return sk.sketch(bc.sketch_state, cstate['error']), cstate, metrics
+  candidates = sk._replace(k=p2 * k)
+  server = servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds)
+  zeros = lambda: jnp.zeros((sk.D,), jnp.float32)
+  compressor = compressors.error_feedback(
+      options.quantized(compressors.count_sketch(sk), method_config), zeros, keep_all=True)
+  quantiser = compressors.quantizer(method_config.get('quantize', 'none'))
+  if rho > 0:
+    compressor = compressors.momentum(compressor, rho, zeros, masked=False)
 
   def heavy_hitters(state, agg):
     """H: i32[p2·k], the p2·k coordinates of largest |estimate(S̄)|."""
-    return candidates.top_k(sk.estimate(state.sketch_state, agg))[1]
+    return candidates.top_k(sk.estimate(state.extra['sketch_state'], agg))[1]
 
   def zero_at(cstate, indices):
-    return {name: x.at[indices].set(0.0) for name, x in cstate.items()}
+    """Error and momentum zeroed at `indices` (error feedback, momentum masking)."""
+    return jax.tree.map(lambda x: compressors.zero_at(x, indices), cstate)
 
   def respond(bc, request, cstate, batches, key):
     """v_c[H]: f32[p2·k] up; with p2 = 1 (A = H) the client zeroes H in its error and momentum."""
-    del bc, batches, key
-    payload = cstate['error'][request]
+    del bc, batches
+    payload = error_of(cstate)[request]
+    if quantiser is not None:
+      payload = quantiser.encode(payload, (), keys.chain_key(key, 2))[0]
     return payload, (zero_at(cstate, request) if p2 == 1 else cstate)
 
   def server_update(state, agg, second=None):
@@ -120,36 +110,20 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
     else:   # the exact top-k of the candidates' exact mean values
       values, pos = sk.top_k(second)
       applied = hh[pos]
-    update = sk.densify(values, applied)
-    params, opt_state = base.server_step(opt, state.params, state.opt_state, update)
-    last_changed = sparse_sync.update_last_changed(state.last_changed, state.params, params,
-                                                   state.round)
-    return ServerState(state.round + 1, params, opt_state, last_changed,
-                       applied.astype(jnp.int32), state.sketch_state)
+    return server.step(state, sk.densify(values, applied),
+                       {'applied': applied.astype(jnp.int32),
+                        'sketch_state': state.extra['sketch_state']})
 
   def finish(bc, request, applied, cstate):
     """p2 > 1: the participant zeroes the applied coordinates A (the notice) in its accumulators."""
     del bc, request
     return zero_at(cstate, applied)
 
-  download_bytes, catch_up, rebuild, keep = fetchsgd.sparse_download(sk, ctx.num_rounds)
-  return base.FederatedAlgorithm(
-      name='sketched_sgd',
-      init=init,
-      init_client=init_client,
-      broadcast=lambda state: fetchsgd.Broadcast(sk.unravel(state.params), state.sketch_state),
-      client_update=client_update,
-      aggregate=base.weighted_sum,
-      server_update=server_update,
-      model_params=lambda state: sk.unravel(state.params),
-      download_bytes=download_bytes,
-      catch_up=catch_up,
-      rebuild=rebuild,
-      keep=keep,
-      cohort_shortcut=False,
-      query=heavy_hitters,
-      respond=respond,
-      aggregate2=base.weighted_sum,
-      notice=(lambda state: state.applied) if p2 > 1 else None,
-      finish=finish if p2 > 1 else None,
-  )
+  return recipe.assemble(
+      'sketched_sgd', recipe.raveled_delta(ctx, flat), compressor, server,
+      extra=lambda: {'applied': jnp.zeros((k,), jnp.int32), 'sketch_state': sk.init_state()},
+      shared=lambda state: state.extra['sketch_state'], server_update=server_update,
+      cohort_shortcut=False, query=heavy_hitters, respond=respond,
+      aggregate2=base.weighted_sum if quantiser is None else quantiser.aggregate,
+      notice=(lambda state: state.extra['applied']) if p2 > 1 else None,
+      finish=finish if p2 > 1 else None)

@@ -1,6 +1,6 @@
-"""docs/adding_a_method.md works: its QSGD module and its tests, extracted from the markdown, run.
+"""docs/adding_a_method.md works: its TernGrad module and its tests, extracted from the markdown, run.
 
-The module block is loaded as `fedjax_intrinsic.algorithms.qsgd` and registered for the test only
+The module block is loaded as `fedjax_intrinsic.algorithms.terngrad` and registered for the test only
 (as the guide's one registry line would), then put through the every-method contracts of
 test_all_methods.py and through the guide's own test block.
 """
@@ -18,8 +18,8 @@ from tests.conftest import digits_config
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                    'docs', 'adding_a_method.md')
-MODULE_PATH = 'fedjax_intrinsic/algorithms/qsgd.py'
-TEST_PATH = 'tests/algorithms/test_qsgd.py'
+MODULE_PATH = 'fedjax_intrinsic/algorithms/terngrad.py'
+TEST_PATH = 'tests/algorithms/test_terngrad.py'
 
 
 def python_block(path: str) -> str:
@@ -39,24 +39,24 @@ def load(path: str, name: str) -> types.ModuleType:
 
 
 @pytest.fixture
-def qsgd_registered(monkeypatch):
-  """The guide's module as `fedjax_intrinsic.algorithms.qsgd`, registered as method 'qsgd'."""
-  module = load(MODULE_PATH, 'fedjax_intrinsic.algorithms.qsgd')
+def terngrad_registered(monkeypatch):
+  """The guide's module as `fedjax_intrinsic.algorithms.terngrad`, registered as method 'terngrad'."""
+  module = load(MODULE_PATH, 'fedjax_intrinsic.algorithms.terngrad')
   monkeypatch.setitem(sys.modules, module.__name__, module)
-  monkeypatch.setattr(algorithms, 'qsgd', module, raising=False)
-  monkeypatch.setitem(algorithms._METHODS, 'qsgd', 'qsgd')
+  monkeypatch.setattr(algorithms, 'terngrad', module, raising=False)
+  monkeypatch.setitem(algorithms._METHODS, 'terngrad', 'terngrad')
   monkeypatch.setattr(algorithms, 'METHODS', tuple(sorted(algorithms._METHODS)))
   return module
 
 
-def test_guide_registration_line_is_the_one_used(qsgd_registered):
+def test_guide_registration_line_is_the_one_used(terngrad_registered):
   with open(DOC) as f:
-    assert "    'qsgd': 'qsgd',\n" in f.read()
-  assert algorithms.default_config('qsgd').to_dict() == {'name': 'qsgd', 'levels': 127}
+    assert "    'terngrad': 'terngrad',\n" in f.read()
+  assert algorithms.default_config('terngrad').to_dict() == {'name': 'terngrad', 'k': 0}
 
 
-def test_guide_method_meets_every_method_contract(qsgd_registered, tmp_path, monkeypatch):
-  contracts.test_every_method('qsgd', tmp_path, monkeypatch)
+def test_guide_method_meets_every_method_contract(terngrad_registered, tmp_path, monkeypatch):
+  contracts.test_every_method('terngrad', tmp_path, monkeypatch)
 
 
 def _calls(fn):
@@ -73,10 +73,10 @@ def _calls(fn):
            for name in inspect.signature(fn).parameters}
 
 
-def test_guide_tests_pass(qsgd_registered):
-  module = load(TEST_PATH, 'tests.algorithms.test_qsgd_from_guide')
+def test_guide_tests_pass(terngrad_registered):
+  module = load(TEST_PATH, 'tests.algorithms.test_terngrad_from_guide')
   tests = {k: v for k, v in vars(module).items() if k.startswith('test_') and callable(v)}
-  assert set(tests) == {'test_quantiser_is_unbiased', 'test_bytes', 'test_learns', 'test_bad_levels'}
+  assert set(tests) == {'test_ternarise_is_unbiased', 'test_bytes', 'test_learns', 'test_bad_k'}
   for name, fn in tests.items():
     for kwargs in _calls(fn):
       fn(**kwargs)

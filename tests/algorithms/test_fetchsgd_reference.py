@@ -69,10 +69,10 @@ def test_buckets_masking_matches_released_server_step(rho):
   alg = algorithms.get('fetchsgd', cfg, ctx)
   sk = fetchsgd.sketcher(cfg, ctx)
   state = alg.init(params0)
-  buckets, signs = _hashes(sk, state.sketch_state)
+  buckets, signs = _hashes(sk, state.extra['sketch_state'])
   D = buckets.shape[1]
   update = jax.jit(alg.server_update)
-  sketch = jax.jit(lambda x: sk.sketch(state.sketch_state, x))
+  sketch = jax.jit(lambda x: sk.sketch(state.extra['sketch_state'], x))
 
   theta = np.asarray(ravel_pytree(params0)[0], np.float64)
   V = np.zeros((ROWS, COLS))
@@ -86,11 +86,11 @@ def test_buckets_masking_matches_released_server_step(rho):
     table = np.asarray(sketch(jnp.asarray(g, jnp.float32)), np.float64)
     theta, V, E = _reference_step(theta, V, E, table, buckets, signs, rho)
     state = update(state, jnp.asarray(table, jnp.float32), None)
-    np.testing.assert_allclose(np.asarray(state.params), theta, rtol=1e-5, atol=1e-5,
+    np.testing.assert_allclose(np.asarray(state.theta), theta, rtol=1e-5, atol=1e-5,
                                err_msg=f'θ, step {step}')
-    np.testing.assert_allclose(np.asarray(state.error), E, rtol=1e-4, atol=1e-5,
+    np.testing.assert_allclose(np.asarray(state.extra['error']), E, rtol=1e-4, atol=1e-5,
                                err_msg=f'E, step {step}')
-    np.testing.assert_allclose(np.asarray(state.momentum), V, rtol=1e-4, atol=1e-5,
+    np.testing.assert_allclose(np.asarray(state.extra['momentum']), V, rtol=1e-4, atol=1e-5,
                                err_msg=f'V, step {step}')
     zeroed += int(np.sum(E == 0))
   assert zeroed > 0                                             # the masking did act
@@ -113,11 +113,11 @@ def test_error_sketch_decays_with_buckets_and_grows_with_subtract():
     state = alg.init(params0)
     update = jax.jit(alg.server_update)
     g = jax.random.normal(jax.random.PRNGKey(3), (sk.D,))
-    first = sk.sketch(state.sketch_state, g)
+    first = sk.sketch(state.extra['sketch_state'], g)
     state = update(state, first, None)
     zero = jnp.zeros((5, 100), jnp.float32)
     for _ in range(30):
       state = update(state, zero, None)
-    norms[masking] = float(jnp.linalg.norm(state.error))
+    norms[masking] = float(jnp.linalg.norm(state.extra['error']))
     norms['first'] = float(jnp.linalg.norm(first))
   assert norms['buckets'] < 0.5 * norms['first'] and norms['subtract'] > norms['first'], norms

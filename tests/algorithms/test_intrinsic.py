@@ -15,7 +15,7 @@ def test_identity_projection_equals_uncompressed(make_digits_config, method):
   """d = D with the identity operator: every intrinsic method is uncompressed SGD."""
   ref = run(make_digits_config('uncompressed'))[1]
   exp, state, _, _ = run(make_digits_config(method, projection='identity', d=D_LOGREG))
-  assert_close(exp.algorithm.model_params(state), ref.params, rtol=1e-5)
+  assert_close(exp.algorithm.model_params(state), ref.theta, rtol=1e-5)
 
 
 def test_one_subspace_equals_static(make_digits_config):

@@ -97,7 +97,7 @@ def test_error_feedback_identities(make_digits_config):
   errors = {}
   for e, ids in enumerate(cohorts, start=1):
     batches, weights = exp.round_inputs(e, ids)
-    theta = np.asarray(state.params)
+    theta = np.asarray(state.theta)
     deltas = theta[None] - (theta[None] - _gradients(exp, alg.model_params(state), batches, 5))
     rk = keys.round_key(exp.run_key, e)
     step = np.zeros_like(theta)
@@ -115,7 +115,7 @@ def test_error_feedback_identities(make_digits_config):
       errors[cid] = np.asarray(new.error)
       step += weights[i] * float(payload['scale']) * s
     state, _ = exp.run_round(state, e, ids)
-    assert_close(theta - c.server.lr * step, state.params, rtol=1e-6)
+    assert_close(theta - c.server.lr * step, state.theta, rtol=1e-6)
     for cid in ids:                                # the engine stored the same error memory
       np.testing.assert_allclose(exp.clients.tables.error[cid], errors[cid], atol=1e-7)
   assert np.abs(errors[0]).max() > 0
@@ -164,7 +164,7 @@ def test_powersgd_matches_dense_oracle(make_digits_config, memory):
   exp = experiment.Experiment(c)
   alg = exp.algorithm
   state = exp.init_state()
-  (q0,) = state.q
+  (q0,) = state.extra['q']
   q = np.asarray(q0, np.float64)
   theta = flat(exp.params0).astype(np.float64)
   errors = {}

@@ -121,13 +121,13 @@ def test_sketched_sgd_equals_dense_oracle(p2, sketch):
     error[np.ix_(ids, sent)] = 0
     momentum[np.ix_(ids, sent)] = 0
   assert_close(theta, exp.algorithm.model_params(final), rtol=1e-5)
-  np.testing.assert_allclose(exp.clients.tables['error'], error, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(exp.clients.tables['momentum'], momentum, rtol=1e-4, atol=1e-5)
-  assert np.all(exp.clients.tables['error'][np.ix_(ids, sent)] == 0)
+  np.testing.assert_allclose(exp.clients.tables.inner.error, error, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(exp.clients.tables.velocity, momentum, rtol=1e-4, atol=1e-5)
+  assert np.all(exp.clients.tables.inner.error[np.ix_(ids, sent)] == 0)
   n = len(ids)   # bytes: the sketch and p2·k values up; H (p2·k), and A (k) when p2 > 1, down
   assert lines[-1]['bytes_up'] == n * 4 * (sketch['rows'] * sketch['cols'] + p2 * k)
   if p2 > 1:
-    assert np.count_nonzero(exp.clients.tables['error'][np.ix_(ids, cand)] == 0) < len(cand) * n
+    assert np.count_nonzero(exp.clients.tables.inner.error[np.ix_(ids, cand)] == 0) < len(cand) * n
 
 
 def _fresh_then_returning(C, E):
@@ -151,7 +151,7 @@ def _check_bytes_catch_up_strategies(exp, cohorts, returning, strategies):
   request = 4 * p2 * k + (4 * k if p2 > 1 else 0)
   final, states, lines = _run(exp, cohorts)
   alg = exp.algorithm
-  thetas = [np.asarray(s.params) for s in states + [final]]      # θ after 0, 1, ... rounds
+  thetas = [np.asarray(s.theta) for s in states + [final]]      # θ after 0, 1, ... rounds
 
   def changed(h, e):
     """Coordinates changed by the server updates of rounds h … e−1 (counted from θ itself)."""
@@ -179,9 +179,10 @@ def _check_bytes_catch_up_strategies(exp, cohorts, returning, strategies):
     else:
       other, tables = _drive(exp, strategy, cohorts)
     assert_close(alg.model_params(final), alg.model_params(other), rtol=1e-5)
-    for name in (tables if isinstance(tables, dict) else {}):
-      np.testing.assert_allclose(tables[name], exp.clients.tables[name], atol=1e-5,
-                                 err_msg=f'{strategy}: {name}')
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(tables),
+                                 jax.tree.leaves(exp.clients.tables)):
+      np.testing.assert_allclose(got, want, atol=1e-5,
+                                 err_msg=f'{strategy}: {jax.tree_util.keystr(path)}')
   return final, states
 
 

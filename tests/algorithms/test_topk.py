@@ -16,7 +16,8 @@ import pytest
 import projections as P
 from fedjax_intrinsic import algorithms, experiment, keys, simulation
 from fedjax_intrinsic import config as config_lib
-from fedjax_intrinsic.algorithms import base, topk_common
+from fedjax_intrinsic import compressors
+from fedjax_intrinsic.algorithms import base, servers
 from fedjax_intrinsic.config import ConfigError, validate
 from tests.algorithms.helpers import assert_close, flat, run
 from tests.conftest import digits_config
@@ -94,8 +95,8 @@ def test_local_topk_error_feedback_and_momentum_masking_exact():
   rng = np.random.default_rng(0)
   e0 = rng.normal(0, 0.05, D).astype(np.float32)
   v0 = rng.normal(0, 0.05, D).astype(np.float32)
-  cstate = topk_common.ClientState(jnp.asarray(e0), jnp.asarray(v0))
-  theta0 = topk_common.ravel(_logreg_experiment().params0)
+  cstate = compressors.Momentum(compressors.ErrorFeedback((), jnp.asarray(e0)), jnp.asarray(v0))
+  theta0 = servers.ravel(_logreg_experiment().params0)
   payload, new, _ = jax.jit(alg.client_update)(theta0, cstate, batch, jax.random.PRNGKey(0))
   values, idx = np.asarray(payload['values']), np.asarray(payload['indices'])
   assert values.shape == (k,) and idx.dtype == np.int32 and len(set(idx.tolist())) == k
@@ -104,7 +105,7 @@ def test_local_topk_error_feedback_and_momentum_masking_exact():
   unsent = np.setdiff1d(np.arange(D), idx)
   np.testing.assert_allclose(values, a[idx], rtol=1e-5, atol=1e-7)
   assert np.min(np.abs(values)) >= np.max(np.abs(a[unsent])) - 1e-6        # the k largest
-  err, vel = np.asarray(new.error), np.asarray(new.velocity)
+  err, vel = np.asarray(new.inner.error), np.asarray(new.velocity)
   assert np.all(err[idx] == 0) and np.all(vel[idx] == 0)                  # exactly zeroed
   np.testing.assert_allclose(err[unsent], a[unsent], rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(vel[unsent], v_full[unsent], rtol=1e-5, atol=1e-7)
@@ -118,11 +119,11 @@ def test_random_k_error_feedback_exact_and_seed_regenerates_indices():
   batch, _ = _client_batch(1)
   delta = _oracle_delta(batch)
   e0 = np.random.default_rng(1).normal(0, 0.05, D).astype(np.float32)
-  theta0 = topk_common.ravel(_logreg_experiment().params0)
+  theta0 = servers.ravel(_logreg_experiment().params0)
   key = jax.random.PRNGKey(7)
   alg = _build('random_k', k=k, error_type='local', scaling='none', index_encoding='int32')
   payload, new, _ = jax.jit(alg.client_update)(
-      theta0, topk_common.ClientState(jnp.asarray(e0)), batch, key)
+      theta0, compressors.ErrorFeedback((), jnp.asarray(e0)), batch, key)
   assert sorted(payload) == ['indices', 'values']
   w = jnp.asarray([0.25], jnp.float32)
   sent = np.asarray(jax.jit(alg.aggregate)(jax.tree.map(lambda x: x[None], payload), w)) / 0.25
@@ -145,7 +146,7 @@ def test_random_k_unbiased_scaling():
   alg = _build('random_k', k=k, error_type='none', scaling='unbiased', index_encoding='int32')
   batch, _ = _client_batch(2)
   delta = _oracle_delta(batch)
-  theta0 = topk_common.ravel(_logreg_experiment().params0)
+  theta0 = servers.ravel(_logreg_experiment().params0)
   keys_ = jax.random.split(jax.random.PRNGKey(3), 400)
   payloads = jax.jit(jax.vmap(lambda key: alg.client_update(theta0, (), batch, key)[0]))(keys_)
   np.testing.assert_allclose(np.asarray(payloads['values']),
@@ -164,7 +165,8 @@ def test_true_topk_server_step_is_k_sparse_with_virtual_error_and_momentum():
   e0 = rng.normal(0, 0.05, D).astype(np.float32)
   v0 = rng.normal(0, 0.05, D).astype(np.float32)
   g = rng.normal(0, 0.1, D).astype(np.float32)
-  state = state._replace(error=jnp.asarray(e0), velocity=jnp.asarray(v0))
+  state = state._replace(extra=compressors.Momentum(compressors.ErrorFeedback((), jnp.asarray(e0)),
+                                                   jnp.asarray(v0)))
   new = jax.jit(alg.server_update)(state, jnp.asarray(g))
   step = np.asarray(state.theta) - np.asarray(new.theta)
   changed = np.flatnonzero(step)
@@ -173,7 +175,7 @@ def test_true_topk_server_step_is_k_sparse_with_virtual_error_and_momentum():
   a = e0 + v_full
   assert set(changed.tolist()) == set(np.argsort(-np.abs(a))[:k].tolist())
   np.testing.assert_allclose(step[changed], SERVER_LR * a[changed], rtol=1e-4, atol=1e-7)
-  err, vel = np.asarray(new.error), np.asarray(new.velocity)
+  err, vel = np.asarray(new.extra.inner.error), np.asarray(new.extra.velocity)
   assert np.all(err[changed] == 0) and np.all(vel[changed] == 0)
   np.testing.assert_allclose(err + step / SERVER_LR, a, rtol=1e-4, atol=1e-6)
   keep = np.setdiff1d(np.arange(D), changed)
