@@ -35,9 +35,8 @@ Protocol (the project's choice, for 2 CPU cores):
   gradient of 80 tweets (the issue's measurements).
 - The intrinsic methods step in z (d coordinates); Adam moves each coordinate by about its rate, and
   the unit-norm columns of A (projections/) turn that into a per-parameter move of about
-  rate * sqrt(d / D). Their server rate is SERVER_LR * sqrt(D / d) (d = 2^14: 1.1e-2; 2^10:
-  4.5e-2; 2^17: 3.9e-3), so that a step moves θ about as much as an uncompressed Adam step does:
-  derived, not tuned.
+  rate * sqrt(d / D), so their server rate scales as sqrt(1 / d): INTRINSIC_LR_2_14 * sqrt(2^14 / d)
+  (d = 2^14: 0.1; 2^10: 0.4; 2^12: 0.2; 2^17: 0.035), its constant chosen on validation (below).
 - FedAvg: 4 local SGD steps of batch 8 at client lr 0.02, server SGD at 1.0 (a full local epoch,
   23 steps, would cost 23x a one-step round on CPU).
 - Budgets (BUDGETS, for D = 22.7M): d = 2^14 (1,386x upload compression), k = 2^16 (top-k and
@@ -45,16 +44,18 @@ Protocol (the project's choice, for 2 CPU cores):
   Methods that would keep a D-sized state per client run without it (local_topk error_type none,
   powersgd without error feedback; sign_sgd's default has none): 100 clients x 91 MB of client
   state is 9 GB of host memory.
-Choice of the rates: NOT yet made on the validation split. This session's shared 2-core CPU ran at
-a load average of 5-20 (a round of the full protocol took 15-45 s, one evaluation of the 4,553
-held-out tweets about 5 minutes), so only shrunk runs of uncompressed were made (16 tokens, 20
-clients of 16 tweets, 5 clients a round; test accuracy on a 5% test split, majority 0.70):
-server Adam 1e-3 collapsed to predicting the minority class (0.30 after 8 rounds); 3e-4 reached
-0.74 / 0.79 / 0.80 after 8 / 12 / 16 rounds (0.80 after 8 with an iid partition). SERVER_LR =
-3e-4 comes from these, the intrinsic and FedAvg rates from the rule above and from
-configs/sst2_bert.py. configs/sweeps/tweets_minilm_protocol.py is the selection grid on the
-validation split (server rate x method, metric val_accuracy); its result replaces SERVER_LR,
-INTRINSIC_SCALE and FEDAVG.
+Choice of the rates (configs/sweeps/tweets_minilm_protocol.py, seed 0, 40 rounds, validation
+accuracy after round 40, majority rate 0.70; benchmarks/results/tweets_minilm_protocol/):
+- uncompressed, server Adam 1e-4 / 3e-4 / 6e-4: 0.862 / 0.877 / 0.862 -> SERVER_LR = 3e-4, which
+  every one-gradient method takes (not tuned per method);
+- intrinsic_static at d = 2^14, server Adam 3.7e-3 / 1.1e-2 / 3.3e-2 / 1e-1 / 3e-1: 0.701 / 0.774 /
+  0.790 / 0.836 / 0.701 (3e-1 collapses to the majority class) -> INTRINSIC_LR_2_14 = 0.1, nine
+  times the sqrt(D / d) rule's 1.1e-2 (which matched an uncompressed Adam step's size);
+- FedAvg's client rate (0.01 / 0.03 / 0.1 in the grid) NOT yet chosen: a FedAvg cell costs about
+  four times a one-step cell on 2 CPU cores and was not run; FEDAVG['client_lr'] = 0.02 is from
+  configs/sst2_bert.py's protocol and a few shrunk runs.
+Each protocol cell took 10-14 minutes on the shared 2-core CPU (load average 6-10 from other jobs;
+the evaluation of 2,276 validation tweets included).
 Intrinsic dimension, pretrained against random init (benchmarks/intrinsic_dim.py; not run here):
   python -m benchmarks.intrinsic_dim --config=configs/tweets_minilm.py --name=tweets_minilm_dint \
       --d_start=1024 --seeds=0,1,2
@@ -73,7 +74,6 @@ import ml_collections
 
 from fedjax_intrinsic import config as config_lib
 
-D_MINILM = 22_713_986      # minilm_l6 with a 2-class head (the intrinsic rate rule's D)
 # Budgets for D = 22.7M: the sweep (configs/sweeps/tweets_minilm.py) spans more.
 BUDGETS = {
     'intrinsic_static': {'d': 2**14},
@@ -86,8 +86,8 @@ BUDGETS = {
     'sketched_sgd': {'rows': 5, 'cols': 2**18, 'k': 2**16},
     'powersgd': {'rank': 2, 'error_feedback': False},
 }
-SERVER_LR = 3e-4           # server Adam, every one-step method
-INTRINSIC_SCALE = 1.0      # intrinsic methods: INTRINSIC_SCALE * SERVER_LR * sqrt(D / d)
+SERVER_LR = 3e-4           # server Adam, every one-step method (chosen on validation)
+INTRINSIC_LR_2_14 = 0.1    # intrinsic methods: INTRINSIC_LR_2_14 * sqrt(2^14 / d) (chosen at d = 2^14)
 FEDAVG = {'client_lr': 0.02, 'server_lr': 1.0, 'local_steps': 4}
 # Methods whose one-step client message is linear in the gradient, without client state.
 SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
@@ -130,7 +130,7 @@ def set_protocol(c):
     c.client.update({'lr': 1.0, 'batch_size': 8, 'local_steps': 1, 'local_epochs': 0})
     lr = SERVER_LR
     if c.method.name.startswith('intrinsic_'):
-      lr = INTRINSIC_SCALE * SERVER_LR * (D_MINILM / c.method.d) ** 0.5
+      lr = INTRINSIC_LR_2_14 * (2**14 / c.method.d) ** 0.5
     c.server.update({'optimizer': 'adam', 'lr': lr})
   # One local step and no client state: one gradient over the cohort, compressed once.
   c.simulation.cohort_shortcut = c.method.name in SHORTCUT_METHODS
