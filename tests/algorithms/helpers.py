@@ -29,16 +29,24 @@ def run(config, cohorts=None, rounds=None):
   return exp, state, states, lines
 
 
-def simulate_client_syncs(alg, params0, states, schedule):
+def simulate_client_syncs(alg, params0, states, schedule, memo=None):
   """A client that syncs at the rounds of `schedule` (increasing, 1-based), keeping only what it
   received: it starts fresh (`alg.init(params0)`, held round 1), and at each sync round s downloads
   `catch_up(states[s-1], h)`, rebuilds θ from its kept state, then keeps `alg.keep(...)` and holds
   the round `alg.held_after` says (s by default). states[r-1]: the server state before round r.
   Checks at every sync that the rebuilt θ is the server's and the payload's bytes are what
-  `download_bytes` charges; returns the held rounds after each sync.
+  `download_bytes` charges; returns the held rounds after each sync. `memo` (a dict shared by the
+  calls of one run's schedules) keeps what a client holds after each schedule prefix: a client's
+  state after syncs s_1 … s_i depends on those rounds only, so each distinct prefix is checked once.
   """
   held, h, helds = alg.init(params0), 1, []
-  for s in schedule:
+  memo = {} if memo is None else memo
+  for i, s in enumerate(schedule):
+    prefix = tuple(schedule[:i + 1])
+    if prefix in memo:
+      held, h = memo[prefix]
+      helds.append(h)
+      continue
     state = states[s - 1]
     payload = alg.catch_up(state, h)
     assert_close(alg.model_params(state), alg.rebuild(held, payload, h, s), rtol=1e-5)
@@ -47,6 +55,7 @@ def simulate_client_syncs(alg, params0, states, schedule):
     if alg.keep is not None:
       held = alg.keep(held, payload, h, s)
     h = s if alg.held_after is None else int(alg.held_after(state, np.array([h]))[0])
+    memo[prefix] = (held, h)
     helds.append(h)
   return helds
 

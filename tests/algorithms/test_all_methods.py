@@ -68,8 +68,9 @@ def check_catch_up(alg, params0, states, final):
   (`simulate_client_syncs`): at each sync the rebuilt θ == the server's, the bytes ==
   download_bytes."""
   states = list(states) + [final]
+  memo = {}
   for schedule in every_schedule(len(states)):
-    simulate_client_syncs(alg, params0, states, schedule)
+    simulate_client_syncs(alg, params0, states, schedule, memo)
 
 
 class RecordingExperiment(experiment.Experiment):

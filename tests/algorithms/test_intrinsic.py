@@ -61,8 +61,9 @@ def test_catch_up_rebuilds_server_theta(make_digits_config, method, extra, optim
   c.server.momentum = 0.9 if optimizer == 'momentum' else 0.0
   exp, final, states, _ = run(c)
   states = states + [final]
+  memo = {}
   for schedule in every_schedule(len(states), max_syncs=2):
-    simulate_client_syncs(exp.algorithm, exp.params0, states, schedule)
+    simulate_client_syncs(exp.algorithm, exp.params0, states, schedule, memo)
 
 
 def test_k_subspace_client_that_got_theta_is_charged_what_it_lacks(make_digits_config):
