@@ -199,7 +199,7 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
       'd_missed': result.lo,
       'probes': [{'d': d, 'metric': per_d[d][0], 'values': per_d[d][1]} for d, _ in result.probes],
       'measured_at_d_int': implied, 'formula_at_d_int': formula,
-      'command': command, 'machines': (report.read_json(os.path.join(workdir, 'sweep.json'))
+      'command': command, 'machines': (results_store.read_json(os.path.join(workdir, 'sweep.json'))
                                        or {}).get('machines', [])}
   common.write_json(os.path.join(workdir, 'intrinsic_dim.json'), out)
   write_outputs(workdir)
@@ -209,7 +209,7 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
 def write_outputs(workdir: str) -> list[str]:
   """Packs the cell directories (when there are any), then writes intrinsic_dim.md and
   metric_vs_d.png from intrinsic_dim.json; returns the names of the files written."""
-  out = report.read_json(os.path.join(workdir, 'intrinsic_dim.json'))
+  out = results_store.read_json(os.path.join(workdir, 'intrinsic_dim.json'))
   if out is None:
     raise ValueError(f'workdir={workdir!r} is invalid; allowed: a directory with '
                      'intrinsic_dim.json (written by python -m benchmarks.intrinsic_dim)')

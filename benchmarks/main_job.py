@@ -53,8 +53,7 @@ def main(argv):
   states = sweep_lib.run_sweep(sweep, workdir, log=log,
                                command=f'python -m benchmarks.main_job --workdir={workdir}')
   paths = report.write_report(workdir)
-  _, records = report.load_sweep(workdir)
-  index = report.read_json(os.path.join(workdir, 'sweep.json'))
+  index, records = report.load_sweep(workdir)
   rows = report.aggregate(index, records)
   print(table(rows))
   print(f'\nPareto plot ({sweep.metric} against overall compression): {paths["pareto.png"]}')

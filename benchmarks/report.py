@@ -24,7 +24,6 @@ any, and writes into the workdir:
 A workdir of benchmarks.intrinsic_dim gets its intrinsic_dim.md and metric_vs_d.png rewritten from
 its intrinsic_dim.json instead. PNGs are written with at most 256 colours.
 """
-import json
 import math
 import os
 import re
@@ -48,15 +47,6 @@ def lower_is_better(metric: str) -> bool:
   return 'perplexity' in metric or metric.endswith('loss')
 
 
-def read_json(path: str) -> Optional[Any]:
-  """The parsed file, or None when it is missing or not complete JSON."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
 def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
   """(sweep.json, one record per cell: its definition plus status, summary, error, workdir).
 
@@ -64,7 +54,7 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
   packed line): 'finished' | 'diverged' (summary.json), 'failed' (error.json), 'skipped' (method
   not registered when the sweep ran), else 'pending'.
   """
-  index = read_json(os.path.join(workdir, 'sweep.json'))
+  index = results_store.read_json(os.path.join(workdir, 'sweep.json'))
   if index is None:
     raise ValueError(f'workdir={workdir!r} is invalid; allowed: a sweep directory with '
                      'sweep.json (written by python -m benchmarks.sweep)')
@@ -88,7 +78,7 @@ def load_sweep(workdir: str) -> tuple[dict, list[dict]]:
 
 def load_references(path: str = REFERENCES) -> list[dict]:
   """The entries of the reference-number file that carry a value (each checked for its source)."""
-  data = read_json(path)
+  data = results_store.read_json(path)
   if data is None or not isinstance(data.get('entries'), list):
     raise ValueError(f'references={path!r} is invalid; allowed: a JSON file with an "entries" list')
   out = []

@@ -52,7 +52,8 @@ REF = '$sha256'
 _BYTES = ('up', 'down', 'total')
 
 
-def _read_json(path: str) -> Optional[Any]:
+def read_json(path: str) -> Optional[Any]:
+  """The parsed file, or None when it is missing or not complete JSON."""
   try:
     with open(path) as f:
       return json.load(f)
@@ -91,7 +92,7 @@ def _by_name(path: str) -> dict:
 
 
 def _shared(workdir: str) -> dict:
-  return _read_json(os.path.join(workdir, SHARED)) or {}
+  return read_json(os.path.join(workdir, SHARED)) or {}
 
 
 def digest(value: Any) -> str:
@@ -196,7 +197,7 @@ def read_cell(workdir: str, name: str, kind: str) -> Optional[dict]:
   if kind not in CELL_FILES:
     raise ValueError(f'kind={kind!r} is invalid; allowed: {", ".join(CELL_FILES)}')
   if is_cell_dir(workdir, name):
-    return _read_json(os.path.join(workdir, name, CELL_FILES[kind]))
+    return read_json(os.path.join(workdir, name, CELL_FILES[kind]))
   entry = _by_name(os.path.join(workdir, CELLS)).get(name)
   value = None if entry is None else entry.get(kind)
   if kind == 'summary' and value is not None:
@@ -243,13 +244,13 @@ def pack(workdir: str) -> dict:
   old_cells = dict(_by_name(os.path.join(workdir, CELLS)))
   old_curves = dict(_by_name(os.path.join(workdir, CURVES)))
   old_shared = _shared(workdir)
-  index = _read_json(os.path.join(workdir, 'sweep.json')) or {}
+  index = read_json(os.path.join(workdir, 'sweep.json')) or {}
   dirs = cell_dirs(workdir)
   names = list(dict.fromkeys([c['name'] for c in index.get('cells', [])] + dirs + list(old_cells)))
   cells, curves, shared = [], [], {}
   for name in names:
     if name in dirs:
-      files = {k: _read_json(os.path.join(workdir, name, f)) for k, f in CELL_FILES.items()}
+      files = {k: read_json(os.path.join(workdir, name, f)) for k, f in CELL_FILES.items()}
       if (files['summary'] is None and files['error'] is None and
           (old_cells.get(name) or {}).get('summary') is not None):
         raise ValueError(f'{os.path.join(workdir, name)} has no summary.json but '
@@ -285,7 +286,7 @@ def pack(workdir: str) -> dict:
 
 def compact_json(path: str) -> None:
   """Rewrites a JSON file in common.json_text's layout (the same JSON value; checked)."""
-  value = _read_json(path)
+  value = read_json(path)
   if value is None:
     raise ValueError(f'compact_json={path!r} is invalid; allowed: an existing JSON file')
   text = common.json_text(value)

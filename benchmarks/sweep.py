@@ -182,14 +182,6 @@ def _jsonable(obj: Any) -> Any:
   return json.loads(json.dumps(obj, default=default))
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
 def _config_diff(old: Any, new: Any, prefix: str = '') -> list[str]:
   if isinstance(old, dict) and isinstance(new, dict):
     out = []
@@ -299,7 +291,7 @@ def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
 
 def _write_index(sweep, workdir: str, cells: Sequence[Cell], states: dict,
                  command: Optional[str]) -> None:
-  index = _read_json(os.path.join(workdir, 'sweep.json')) or {}
+  index = results_store.read_json(os.path.join(workdir, 'sweep.json')) or {}
   machines = index.get('machines', [])
   line = common.machine_line(common.machine_info())
   # A machine line ends with the date: keep one line per distinct machine (the latest date).

@@ -117,8 +117,9 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict({'name': c.model.name})
   set_protocol(c)
   for k, v in rates.items():
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-      raise config_lib.ConfigError(f'config argument {k}={v!r} is invalid; allowed: a number >= 0')
+    if not config_lib.is_number(v, lo=0):
+      raise config_lib.ConfigError(f'config argument {k}={v!r} is invalid; allowed: a finite '
+                                   'number >= 0')
     (c.server if k == 'server_lr' else c.client).lr = float(v)
   return c
 

