@@ -15,7 +15,8 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_worker.py')
 
 def _subprocess_env(num_devices: int) -> dict:
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env['XLA_FLAGS'] = (f'{env.get("XLA_FLAGS", "")} '
+                      f'--xla_force_host_platform_device_count={num_devices}').strip()
   env['JAX_PLATFORMS'] = 'cpu'
   return env
 

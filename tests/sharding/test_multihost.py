@@ -26,7 +26,8 @@ def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150,
   procs = []
   try:
     for i in range(num_processes):
-      env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+      flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=4'
+      env = dict(os.environ, XLA_FLAGS=flags.strip(),
                  JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
                  JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(i))
       log = open(os.path.join(out_dir, f'log{i}.txt'), 'w')
