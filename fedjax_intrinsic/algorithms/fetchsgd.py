@@ -66,7 +66,8 @@ MASKINGS = ('buckets', 'subtract')
 # Count-sketch fields and defaults, tuned on digits (MLP, D = 9,610): see FIELDS below.
 SKETCH_FIELDS = {
     'rows': Int(5, lo=1, test=lambda rows: rows % 2 == 1,
-                note='and odd (the estimate is the median over rows)', doc='rows of the sketch'),
+                allowed='an odd positive integer (the estimate is the median over rows)',
+                doc='rows of the sketch'),
     'cols': Int(1000, 1, sketch_lib.PRIME, note='and >= method.k',
                 doc='buckets per row; rows × cols floats travel up'),
     'k': Int(100, lo=1, note='<= D (the number of model parameters) and <= method.cols',
