@@ -100,10 +100,6 @@ FIELDS = {
 OPEN_GROUPS = ('data', 'model', 'method')
 
 
-def _fail(field, value, allowed):
-  fields.fail(field, value, allowed)
-
-
 def max_rounds(memory_fraction: float = 0.25) -> int:
   """The most rounds a run can hold: int32 round counters, per-round tables in memory."""
   total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
@@ -118,22 +114,22 @@ def validate_run(config: ml_collections.ConfigDict) -> None:
                      open_groups=OPEN_GROUPS)
   fields.check(FIELDS, config)
   if config.rounds > max_rounds():
-    _fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
-          f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
-          'counters)')
+    fields.fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
+                f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
+                'counters)')
   num_clients = config.data.get('num_clients')
   if num_clients is not None:
     if not fields.is_int(num_clients, 1):
-      _fail('data.num_clients', num_clients, 'a positive integer')
+      fields.fail('data.num_clients', num_clients, 'a positive integer')
     if config.clients_per_round > num_clients:
-      _fail('clients_per_round', config.clients_per_round,
-            f'at most data.num_clients={num_clients}')
+      fields.fail('clients_per_round', config.clients_per_round,
+                  f'at most data.num_clients={num_clients}')
   if config.client.local_steps == 0 and config.client.local_epochs == 0:
-    _fail('client.local_steps', 0, 'a positive integer, or client.local_epochs > 0')
+    fields.fail('client.local_steps', 0, 'a positive integer, or client.local_epochs > 0')
   sim = config.simulation
   if sim.num_devices != 1 and sim.client_parallelism == 'loop':
-    _fail('simulation.client_parallelism', sim.client_parallelism,
-          "'vmap', 'chunked_vmap', 'map' with simulation.num_devices != 1")
+    fields.fail('simulation.client_parallelism', sim.client_parallelism,
+                "'vmap', 'chunked_vmap', 'map' with simulation.num_devices != 1")
 
 
 def server_optimizer(server: ml_collections.ConfigDict, rounds: int) -> optax.GradientTransformation:

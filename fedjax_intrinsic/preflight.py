@@ -204,7 +204,7 @@ def parse_value(old: Any, text: str, field: str) -> Any:
     if old:
       kind = type(old[0])
       if kind is float:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ok = all(fields.is_real(v) for v in value)
       else:
         ok = all(type(v) is kind for v in value)
       if not ok:
@@ -344,10 +344,7 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
     old, value = defaults[key], d[key]
     if old is inspect.Parameter.empty or old is None or value is None:
       continue
-    if isinstance(old, bool) != isinstance(value, bool) or (
-        isinstance(old, (int, float)) and not isinstance(value, (int, float))) or (
-        isinstance(old, int) and not isinstance(old, bool) and not isinstance(value, int)) or (
-        isinstance(old, str) and not isinstance(value, str)):
+    if not fields.same_kind(old, value):
       raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {fields.type_name(old)}')
   if 'partition' not in defaults:
     return
