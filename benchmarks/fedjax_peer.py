@@ -59,6 +59,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import fedjax_peer_worker as worker
+from fedjax_intrinsic import fields
 
 README_SECTION = 'fedjax'
 WORKER = os.path.abspath(worker.__file__)
@@ -96,7 +97,7 @@ def digits_config(clients_per_round: int, rounds: int, strategy: str = DEFAULT):
   strategy: 'default' keeps the config's ``simulation.client_parallelism``; any other value sets it.
   """
   for name, value in (('clients_per_round', clients_per_round), ('rounds', rounds)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not fields.is_int(value, 1):
       raise ValueError(f'{name}={value!r} is invalid; allowed: a positive integer')
   spec = importlib.util.spec_from_file_location('digits_cnn_config', CONFIG_FILE)
   module = importlib.util.module_from_spec(spec)

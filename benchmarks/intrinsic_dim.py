@@ -41,6 +41,7 @@ from benchmarks import common
 from benchmarks import report
 from benchmarks import results_store
 from benchmarks import sweep as sweep_lib
+from fedjax_intrinsic import fields
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
 
@@ -60,9 +61,9 @@ class Search(NamedTuple):
 def search(probe: Callable[[int], float], reached: Callable[[float], bool], d_start: int,
            d_max: int, resolution: float) -> Search:
   """Doubling from d_start (capped at d_max), then bisection to width <= max(1, resolution·hi)."""
-  if isinstance(d_start, bool) or not isinstance(d_start, int) or d_start < 1:
+  if not fields.is_int(d_start, 1):
     raise ValueError(f'd_start={d_start!r} is invalid; allowed: a positive integer')
-  if not isinstance(d_max, int) or d_max < d_start:
+  if not fields.is_int(d_max, d_start):
     raise ValueError(f'd_max={d_max!r} is invalid; allowed: an integer >= d_start={d_start}')
   if not 0 <= resolution < 1:
     raise ValueError(f'resolution={resolution!r} is invalid; allowed: 0 <= resolution < 1')

@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from fedjax_intrinsic import algorithms, keys, models, simulation
+from fedjax_intrinsic import algorithms, fields, keys, models, simulation
 from fedjax_intrinsic.algorithms import base
 
 README_SECTION = 'memory'
@@ -300,7 +300,7 @@ def round_memory(b: Built, strategy: str, clients_per_round: int, clients_per_ch
     raise ValueError(f'strategy={strategy!r} is invalid; allowed: {", ".join(STRATEGIES)}')
   for name, v in (('clients_per_round', clients_per_round),
                   ('clients_per_chunk', clients_per_chunk)):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if not fields.is_int(v, 1):
       raise ValueError(f'{name}={v!r} is invalid; allowed: a positive integer')
   chunk = clients_per_chunk if strategy == 'chunked_vmap' else clients_per_round
   cohort = simulation.padded_cohort_size(clients_per_round, strategy, chunk)
@@ -670,7 +670,7 @@ def make_config(preset: str, **overrides) -> Config:
                      '(the fit needs two points)')
   for k in cfg.chunks + cfg.cohort_sizes + (cfg.clients_per_round, cfg.cohort_chunk,
                                             cfg.batch_size, cfg.seq_len):
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not fields.is_int(k, 1):
       raise ValueError(f'chunks/sizes value {k!r} is invalid; allowed: positive integers')
   if not cfg.device_memory_gib > 0:
     raise ValueError(f'device_memory_gib={cfg.device_memory_gib!r} is invalid; allowed: > 0')

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
+from fedjax_intrinsic import fields
 import projections as P
 from projections import hadamard
 from projections import sparsify
@@ -139,8 +140,7 @@ def _ints(values, arg: str, lo: int, hi: int | None = None) -> tuple[int, ...]:
       iv = int(float(v)) if isinstance(v, str) else v
     except ValueError:
       iv = None
-    if isinstance(iv, bool) or not isinstance(iv, int) or iv < lo or (hi is not None
-                                                                      and iv > hi):
+    if not fields.is_int(iv, lo, hi):
       rng = f'[{lo}, {hi}]' if hi is not None else f'>= {lo}'
       raise ValueError(f'{arg}: every value must be an integer in {rng}, got {v!r}')
     out.append(iv)

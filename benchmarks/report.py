@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 
 from benchmarks import common
 from benchmarks import results_store
+from fedjax_intrinsic import fields
 
 REFERENCES = os.path.join(common.BENCH_DIR, 'reference_numbers.json')
 SOURCE_FIELDS = ('paper', 'table', 'row', 'column')
@@ -92,7 +93,7 @@ def load_references(path: str = REFERENCES) -> list[dict]:
     if not isinstance(e.get('budget', {}), dict):
       raise ValueError(f'{path}: entries[{i}].budget={e.get("budget")!r} is invalid; allowed: an '
                        'object of budget fields ({} for none)')
-    if isinstance(e['value'], bool) or not isinstance(e['value'], (int, float)):
+    if not fields.is_real(e['value']):
       raise ValueError(f'{path}: entries[{i}].value={e["value"]!r} is invalid; allowed: a number '
                        'or null')
     source = e.get('source') or {}

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from fedjax_intrinsic import algorithms, config as config_lib, keys, models, simulation
+from fedjax_intrinsic import algorithms, config as config_lib, fields, keys, models, simulation
 from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.data import batching
 
@@ -153,7 +153,7 @@ def make_inputs(case: Case, seed: int = 0) -> RoundInputs:
   if case.inputs not in INPUTS:
     raise ValueError(f'inputs={case.inputs!r} is invalid; allowed: {", ".join(INPUTS)}')
   for name, v in (('clients', case.clients), ('examples', case.examples)):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if not fields.is_int(v, 1):
       raise ValueError(f'{name}={v!r} is invalid; allowed: a positive integer')
   run_key = keys.run_key(seed)
   rng = keys.numpy_rng(keys.sample_key(run_key, 1))
@@ -574,7 +574,7 @@ def make_config(preset: str, models: Optional[Sequence[str]] = None, **overrides
     if s not in SECTIONS:
       raise ValueError(f'sections={s!r} is invalid; allowed: {", ".join(SECTIONS)}')
   for k in cfg.chunks + cfg.sweep_clients + (cfg.sweep_chunk,):
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not fields.is_int(k, 1):
       raise ValueError(f'chunks/sweep_clients/sweep_chunk value {k!r} is invalid; allowed: '
                        'positive integers')
   return cfg

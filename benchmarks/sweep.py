@@ -47,6 +47,7 @@ import ml_collections
 
 from benchmarks import common
 from benchmarks import results_store
+from fedjax_intrinsic import fields
 
 DONE = ('finished', 'diverged')
 STALE_POLICIES = ('error', 'rerun', 'keep')
@@ -106,7 +107,7 @@ def validate_sweep(sweep: ml_collections.ConfigDict) -> None:
   if not sweep.grid:
     raise ValueError('grid=() is invalid; allowed: a non-empty tuple of get_config arguments')
   seeds = tuple(sweep.seeds)
-  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+  if not seeds or any(not fields.is_int(s, 0) for s in seeds) \
       or len(set(seeds)) != len(seeds):
     raise ValueError(f'seeds={seeds!r} is invalid; allowed: distinct non-negative integers, at '
                      'least one')

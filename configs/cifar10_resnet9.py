@@ -47,7 +47,7 @@ under `vmap`, 45 / 62 ms in chunks of 10 (`python -m benchmarks.simulation --pre
 import ml_collections
 from ml_collections import config_dict
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 NUM_CLIENTS = 10_000
 EXAMPLES_PER_CLIENT = 5
@@ -82,7 +82,7 @@ def get_config(arg=None):
   c.eval_every = 100
   c.eval_batch_size = 500
   c.server.update({'schedule': 'triangular', 'warmup_fraction': 0.2})
-  c = config_lib.apply_arg(c, arg, budgets=BUDGETS)
+  c = preflight.apply_arg(c, arg, budgets=BUDGETS)
   set_protocol(c)
   return c
 

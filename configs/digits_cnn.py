@@ -26,7 +26,7 @@ Expected result and runtime: see benchmarks/results/ (measured by benchmarks.swe
 quoted in README.md come from there, on the machine named there.
 """
 from fedjax_intrinsic import algorithms
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 
 def get_config(arg=None):
@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.clients_per_round = 10
   c.eval_every = 20
   c.method = algorithms.default_config('uncompressed')
-  c = config_lib.apply_arg(c, arg)
+  c = preflight.apply_arg(c, arg)
   set_protocol(c)
   return c
 

@@ -39,7 +39,7 @@ x 16 x 256 tokens of this model in chunks of 8 takes 3.1 s (intrinsic_static, d 
 import ml_collections
 from ml_collections import config_dict
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 NUM_CLIENTS = 17_568        # docs/paper.md §5 (FetchSGD's count of PersonaChat personalities)
 
@@ -60,7 +60,7 @@ def get_config(arg=None):
   c.eval_batch_size = 32
   c.simulation.client_parallelism = 'chunked_vmap'
   c.simulation.clients_per_chunk = 2
-  c = config_lib.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
+  c = preflight.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
   set_protocol(c)
   return c
 

@@ -16,7 +16,7 @@ lr 0.5 with server SGD at 1.0. 10 clients per round, 100 rounds; the metric is t
 Expected result and runtime: see benchmarks/results/ (measured by benchmarks.sweep).
 """
 from fedjax_intrinsic import algorithms
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 
 def get_config(arg=None):
@@ -31,7 +31,7 @@ def get_config(arg=None):
   c.eval_every = 20
   c.eval_batch_size = 256
   c.method = algorithms.default_config('uncompressed')
-  c = config_lib.apply_arg(c, arg)
+  c = preflight.apply_arg(c, arg)
   set_protocol(c)
   return c
 

@@ -33,7 +33,7 @@ full 30 rounds were not run here.
 """
 import ml_collections
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
                intrinsic_static={'d': 2**18, 'projection': 'sparse'})
@@ -59,7 +59,7 @@ def smollm2_config(data: dict, rounds: int, eval_every: int, arg=None):
   c.method.name = 'intrinsic_static'
   c.simulation.client_parallelism = 'chunked_vmap'
   c.simulation.clients_per_chunk = 1
-  c = config_lib.apply_arg(c, arg, budgets=BUDGETS)
+  c = preflight.apply_arg(c, arg, budgets=BUDGETS)
   set_protocol(c)
   return c
 

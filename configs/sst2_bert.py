@@ -32,7 +32,7 @@ Expected result and runtime: not measured here.
 """
 import ml_collections
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 
 def get_config(arg=None):
@@ -51,7 +51,7 @@ def get_config(arg=None):
   c.eval_batch_size = 256
   c.simulation.client_parallelism = 'chunked_vmap'
   c.simulation.clients_per_chunk = 2
-  c = config_lib.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
+  c = preflight.apply_arg(c, arg, budgets=config_lib.LARGE_MODEL_BUDGETS)
   set_protocol(c)
   return c
 

@@ -75,7 +75,7 @@ idle machine. Not measured: a run on an idle machine from start to end, FedAvg, 
 """
 import ml_collections
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, fields, preflight
 
 # Budgets for D = 22.7M: the sweep (configs/sweeps/tweets_minilm.py) spans more.
 BUDGETS = {
@@ -112,12 +112,12 @@ def get_config(arg=None):
   c.rounds = 40
   c.eval_every = 20
   c.eval_batch_size = 256
-  c = config_lib.apply_arg(c, arg, budgets=BUDGETS)
+  c = preflight.apply_arg(c, arg, budgets=BUDGETS)
   if c.model.name != 'minilm_l6':               # minilm_l6_scratch takes no checkpoint option
     c.model = ml_collections.ConfigDict({'name': c.model.name})
   set_protocol(c)
   for k, v in rates.items():
-    if not config_lib.is_number(v, lo=0):
+    if not fields.is_number(v, lo=0):
       raise config_lib.ConfigError(f'config argument {k}={v!r} is invalid; allowed: a finite '
                                    'number >= 0')
     (c.server if k == 'server_lr' else c.client).lr = float(v)

@@ -7,11 +7,14 @@
 file without `get_config` are ConfigErrors), `get_config(arg)`, then every `--config.a.b=value`
 override parsed as the type of the field it replaces (an unknown field, a float for an int, text for
 a number are ConfigErrors; data and model options the loader or model accepts may be added).
+`apply_arg(config, arg)`: what a config file's `get_config` does with its `:key=value,...`
+argument (`method=NAME` sets that method's declared defaults, other keys set fields).
 
 `check(config, workdir)`, in order, all of them pure or reading metadata only:
-  1. `config.validate`: every field on its own (types, choices, finite ranges; rounds and seeds
-     within what a run can hold);
-  2. `config.check_resources`: data directories and files, pretrained checkpoints;
+  1. `validate`: every field on its own (types, choices, finite ranges; rounds and seeds within
+     what a run can hold: `config.validate_run`), the registry names, and the method's declared
+     fields and rules (`algorithms.validate`);
+  2. `check_resources`: data directories and files, pretrained checkpoints;
   3. the data options against the data set's metadata (partition, alpha, client counts);
   4. the model: its options, then D from `jax.eval_shape` of its init (traced, never compiled),
      when the data set's example shape is known from metadata (`data_spec`);
@@ -36,7 +39,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import ml_collections
 
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, fields
 
 ConfigError = config_lib.ConfigError
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +102,64 @@ def load_config(spec: str, overrides: Sequence[tuple[str, str]] = (),
   return config
 
 
+def _cast_like(old, value, field: str):
+  """`value` (parsed from a config argument) as the type of the field's default `old`."""
+  if isinstance(old, bool):
+    text = str(value).lower()
+    if text not in ('true', 'false', '1', '0'):
+      fields.fail(field, value, fields.type_name(old))
+    return text in ('true', '1')
+  if old is None:
+    return value
+  if isinstance(old, int):       # never round: a float given for an integer field is refused
+    if not fields.is_int(value):
+      fields.fail(field, value, fields.type_name(old))
+    return value
+  if isinstance(old, float):
+    if not fields.is_real(value):
+      fields.fail(field, value, fields.type_name(old))
+    return float(value)
+  if isinstance(old, str):
+    return str(value)
+  try:
+    return type(old)(value)
+  except (TypeError, ValueError):
+    fields.fail(field, value, f'a value of type {type(old).__name__}')
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
+              budgets: Optional[dict] = None) -> ml_collections.ConfigDict:
+  """Applies a config-file argument such as 'method=fedavg,model=mlp,rounds=50,d=1000'.
+
+  `method=NAME` replaces config.method with that method's defaults (`algorithms.default_config`),
+  updated with `budgets[NAME]` (an experiment's own budgets) when given; `model`, `data` set the
+  names; any other key sets the method field of that name, else the top-level field of that name.
+  """
+  from fedjax_intrinsic import algorithms
+  values = config_lib.parse_arg(arg)
+  name = values.pop('method', None)
+  if name is None and budgets is not None:
+    name = config.method.name
+  if name is not None:
+    if name not in algorithms.METHODS:
+      fields.fail('method.name', name, ', '.join(algorithms.METHODS))
+    config.method = algorithms.default_config(name)
+    config.method.update((budgets or {}).get(name, {}))
+  for key in ('model', 'data'):
+    if key in values:
+      config[key].name = values.pop(key)
+  for key, value in values.items():
+    if key in config.method:
+      config.method[key] = _cast_like(config.method[key], value, f'method.{key}')
+    elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
+      config[key] = _cast_like(config[key], value, key)
+    else:
+      allowed = sorted(['method', 'model', 'data'] + [k for k in config.method.keys() if k != 'name'] +
+                       [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
+      raise ConfigError(f'config argument {key!r} is unknown; allowed: {", ".join(allowed)}')
+  return config
+
+
 # ----------------------------------------------------------------------------- overrides
 
 
@@ -116,7 +177,7 @@ def parse_value(old: Any, text: str, field: str) -> Any:
   non-finite number (ranges are checked by validate); str: the text; tuple/list: a Python literal
   whose items have the old items' type; None: a Python literal, else the text.
   """
-  bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {config_lib.type_name(old)}')
+  bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {fields.type_name(old)}')
   if isinstance(old, bool):
     low = text.strip().lower()
     if low not in ('true', 'false', '1', '0'):
@@ -143,12 +204,12 @@ def parse_value(old: Any, text: str, field: str) -> Any:
     if old:
       kind = type(old[0])
       if kind is float:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ok = all(fields.is_real(v) for v in value)
       else:
         ok = all(type(v) is kind for v in value)
       if not ok:
         raise ConfigError(f'{field}={text!r} is invalid; allowed: a tuple of '
-                          f'{config_lib.type_name(old[0]).split(" ", 1)[-1]}s')
+                          f'{fields.type_name(old[0]).split(" ", 1)[-1]}s')
     return type(old)(value)
   if old is None:
     return _literal(text)
@@ -203,6 +264,37 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
 # ----------------------------------------------------------------------------- checks
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Every field on its own, pure (reads the config and the registries, loads nothing): the run's
+  fields (`config.validate_run`), the names the registries hold (data.name, model.name,
+  method.name, simulation.client_parallelism), then the method's declared fields and its rules
+  (`algorithms.validate`); raises ConfigError."""
+  from fedjax_intrinsic import algorithms, data, models, simulation
+  config_lib.validate_run(config)
+  for field, names in (('data.name', data.DATASETS), ('model.name', models.MODELS),
+                       ('method.name', algorithms.METHODS),
+                       ('simulation.client_parallelism', simulation.CLIENT_PARALLELISM)):
+    group, key = field.split('.')
+    if config[group][key] not in names:
+      fields.fail(field, config[group][key], ', '.join(names))
+  algorithms.validate(config)
+
+
+def check_resources(config: ml_collections.ConfigDict) -> None:
+  """Checks what lies outside the config (data directories and files, the model's pretrained files:
+  `models.check_available`); raises ConfigError.
+
+  Runs after `validate` and before any data is loaded or anything is compiled.
+  """
+  from fedjax_intrinsic import data, models
+  try:
+    data.check_available(config.data.name, **{k: v for k, v in config.data.items() if k != 'name'})
+    models.check_available(config.model.name,
+                           **{k: v for k, v in config.model.items() if k != 'name'})
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 class Facts(NamedTuple):
   """What the checks found: D (None when the data's shape needs loading), the parameter shapes."""
   num_params: Optional[int]
@@ -252,11 +344,8 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
     old, value = defaults[key], d[key]
     if old is inspect.Parameter.empty or old is None or value is None:
       continue
-    if isinstance(old, bool) != isinstance(value, bool) or (
-        isinstance(old, (int, float)) and not isinstance(value, (int, float))) or (
-        isinstance(old, int) and not isinstance(old, bool) and not isinstance(value, int)) or (
-        isinstance(old, str) and not isinstance(value, str)):
-      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {config_lib.type_name(old)}')
+    if not fields.same_kind(old, value):
+      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {fields.type_name(old)}')
   if 'partition' not in defaults:
     return
   get = lambda k: d.get(k, defaults[k])
@@ -265,7 +354,7 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
     raise ConfigError(f'data.partition={partition!r} is invalid; allowed: '
                       f'{", ".join(partitions.PARTITIONS)}')
   n = get('num_clients')
-  if not config_lib.is_int(n, 1, num_train or None):
+  if not fields.is_int(n, 1, num_train or None):
     bound = f' <= the {num_train} training examples' if num_train else ''
     raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer{bound}')
   if config.clients_per_round > n:
@@ -273,18 +362,18 @@ def check_data_options(config, num_train: Optional[int] = None) -> None:
                       f'data.num_clients={n}')
   if partition == 'dirichlet':
     alpha = get('alpha')
-    if not config_lib.is_number(alpha, 0, lo_open=True):
+    if not fields.is_number(alpha, 0, lo_open=True):
       raise ConfigError(f'data.alpha={alpha!r} is invalid with data.partition=dirichlet; allowed: '
                         'a finite number > 0')
   if partition == 'shards':
     s = get('shards_per_client')
-    if not config_lib.is_int(s, 1) or (num_train and s * n > num_train):
+    if not fields.is_int(s, 1) or (num_train and s * n > num_train):
       bound = f' with data.num_clients * shards_per_client <= {num_train}' if num_train else ''
       raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive '
                         f'integer{bound}')
   if partition == 'single_class' and get('examples_per_client') is not None:
     e = get('examples_per_client')
-    if not config_lib.is_int(e, 1, num_train or None):
+    if not fields.is_int(e, 1, num_train or None):
       raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer'
                         f'{f" <= {num_train}" if num_train else ""}, or None')
 
@@ -420,10 +509,10 @@ def _quiet_absl():
 def check(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> Facts:
   """Every check of the module docstring; raises ConfigError (one line) at the first failure."""
   from fedjax_intrinsic import workdir as workdir_lib
-  config_lib.validate(config)
+  validate(config)
   try:
     with _quiet_absl():      # TFDS logs a warning per missing folder while it looks
-      config_lib.check_resources(config)
+      check_resources(config)
   except ConfigError as e:   # the loaders name their options bare (data_dir=...): dot them
     raise ConfigError(_dotted(str(e), 'data', _option_defaults(config, 'data'))) from None
   spec = data_spec(config)

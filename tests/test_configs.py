@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import sweep as sweep_lib
 from fedjax_intrinsic import algorithms
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs', '*.py')))
@@ -25,11 +25,11 @@ def test_configs_are_found():
 
 @pytest.mark.parametrize('path', EXPERIMENTS)
 def test_experiment_config_validates_for_every_method(path):
-  config_lib.validate(sweep_lib.load_config_file(path))
+  preflight.validate(sweep_lib.load_config_file(path))
   for method in algorithms.METHODS:
     config = sweep_lib.load_config_file(path, f'method={method}')
     assert config.method.name == method
-    config_lib.validate(config)
+    preflight.validate(config)
 
 
 @pytest.mark.parametrize('path', EXPERIMENTS)
@@ -48,7 +48,7 @@ def test_sweep_cells_build_and_validate(path):
   for cell in first_seed:
     assert cell.method in algorithms.METHODS, f'{path}: {cell.entry}'
     config = sweep_lib.cell_config(sweep, cell)
-    config_lib.validate(config)
+    preflight.validate(config)
     for field, value in cell.budget.items():     # the budget reached the method's config
       if field in ('server_lr', 'client_lr'):    # configs/tweets_minilm.py's rate arguments
         assert config[field.split('_')[0]].lr == value, (cell.name, field)

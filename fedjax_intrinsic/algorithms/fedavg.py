@@ -12,8 +12,7 @@ Recipe: trainer `recipe.tree_delta`, compressor identity (+ quantiser), server `
 from fedjax_intrinsic.algorithms import base, options, recipe, servers
 
 
-def default_config() -> dict:
-  return options.defaults()
+FIELDS = {**options.QUANTIZE, **options.ERROR_FEEDBACK}
 
 
 validate = options.validate

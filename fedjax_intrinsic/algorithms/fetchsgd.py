@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from fedjax_intrinsic import compressors
 from fedjax_intrinsic.algorithms import base, options, recipe, servers
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int, Number
 from projections import sketch as sketch_lib
 
 MASKINGS = ('buckets', 'subtract')
@@ -62,29 +63,27 @@ MASKINGS = ('buckets', 'subtract')
 # Shared with `sketched_sgd`.
 
 
-def sketch_defaults() -> dict:
-  """Count-sketch fields and defaults, tuned on digits (MLP, D = 9,610): see the default_configs."""
-  return {'rows': 5, 'cols': 1000, 'k': 100, 'rho': 0.0}
+# Count-sketch fields and defaults, tuned on digits (MLP, D = 9,610): see FIELDS below.
+SKETCH_FIELDS = {
+    'rows': Int(5, lo=1, test=lambda rows: rows % 2 == 1,
+                allowed='an odd positive integer (the estimate is the median over rows)',
+                doc='rows of the sketch'),
+    'cols': Int(1000, 1, sketch_lib.PRIME, note='and >= method.k',
+                doc='buckets per row; rows × cols floats travel up'),
+    'k': Int(100, lo=1, note='<= D (the number of model parameters) and <= method.cols',
+             doc='coordinates applied per round (the heavy hitters)'),
+    'rho': Number(0.0, 0, 1, hi_open=True,
+                  doc='momentum ρ in the sketch; not with a momentum server optimiser'),
+}
 
 
 def validate_sketch_fields(config) -> None:
-  """rows (odd), cols, k (k <= cols), rho; and momentum in one place only (rho or the optimiser)."""
-  from fedjax_intrinsic.config import ConfigError
+  """The rules between the sketch fields: k <= cols, and momentum in one place only (rho or the
+  optimiser)."""
   m = config.method
-  for field in ('rows', 'cols', 'k'):
-    value = m[field]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ConfigError(f'method.{field}={value!r} is invalid; allowed: a positive integer')
-  if m.rows % 2 == 0:
-    raise ConfigError(f'method.rows={m.rows} is invalid; allowed: an odd positive integer (the '
-                      'estimate is the median over rows)')
-  if m.cols > sketch_lib.PRIME:
-    raise ConfigError(f'method.cols={m.cols} is invalid; allowed: 1 <= cols <= 2^31 - 1')
   if m.cols < m.k:
     raise ConfigError(f'method.cols={m.cols} is invalid with method.k={m.k}; allowed: cols >= k '
                       '(a sketch with fewer buckets than k cannot recover k heavy coordinates)')
-  if isinstance(m.rho, bool) or not isinstance(m.rho, (int, float)) or not 0 <= m.rho < 1:
-    raise ConfigError(f'method.rho={m.rho!r} is invalid; allowed: 0 <= rho < 1')
   if m.rho > 0 and config.server.optimizer in ('momentum', 'nesterov'):
     raise ConfigError(f'method.rho={m.rho} is invalid with server.optimizer='
                       f'{config.server.optimizer!r} (momentum in two places); allowed: method.rho=0, '
@@ -105,24 +104,21 @@ def sketcher(method_config, ctx: base.BuildContext) -> compressors.Sketcher:
 # FetchSGD.
 
 
-def default_config() -> dict:
-  """rows × cols = 5 × 1,000 floats up (1.9× less than the digits MLP's D = 9,610), k = 100.
-
-  rho = 0 (FetchSGD's papers use 0.9 with a 10× smaller rate): the digits protocol's server rate
-  (configs/digits_cnn.py) is tuned without momentum; with it, ρ = 0.9 diverges there.
-  """
-  return {**sketch_defaults(), 'fetch_exact': False, 'masking': 'buckets',
-          **options.defaults(error_feedback=False)}
+# rows × cols = 5 × 1,000 floats up (1.9× less than the digits MLP's D = 9,610), k = 100.
+# rho = 0 (FetchSGD's papers use 0.9 with a 10× smaller rate): the digits protocol's server rate
+# (configs/digits_cnn.py) is tuned without momentum; with it, ρ = 0.9 diverges there.
+FIELDS = {
+    **SKETCH_FIELDS,
+    'fetch_exact': Bool(False, doc='a second exchange: the exact values at the k coordinates'),
+    'masking': Choice('buckets', MASKINGS,
+                      doc='what is zeroed in momentum and error after a step: the buckets the '
+                          'applied coordinates hash to (the released code), or S(u) subtracted'),
+    **options.QUANTIZE,
+}
 
 
 def validate(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
   validate_sketch_fields(config)
-  m = config.method
-  if not isinstance(m.fetch_exact, bool):
-    raise ConfigError(f'method.fetch_exact={m.fetch_exact!r} is invalid; allowed: True, False')
-  if m.masking not in MASKINGS:
-    raise ConfigError(f'method.masking={m.masking!r} is invalid; allowed: {", ".join(MASKINGS)}')
   options.validate(config, error_feedback=False)
   if config.simulation.cohort_shortcut and config.client.local_steps != 1:
     raise ConfigError('simulation.cohort_shortcut=True is invalid with client.local_steps='

@@ -35,36 +35,32 @@ from jax.flatten_util import ravel_pytree
 import projections as P
 from fedjax_intrinsic import compressors, keys
 from fedjax_intrinsic.algorithms import base, options
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int
 
 PAYLOAD_DTYPES = ('float32', 'bfloat16', 'int8')
 _AS_QUANTIZE = dict(zip(PAYLOAD_DTYPES, compressors.QUANTIZE))   # float32 -> none, ...
 OPERATORS = ('dense_gaussian', 'fastfood', 'sparse', 'identity')
 
 
-def default_config() -> dict:
-  """Fields every intrinsic method has (its module may add more)."""
-  return {'d': 1000, 'projection': 'fastfood', 'payload_dtype': 'float32', 'per_leaf': False,
-          **options.defaults(error_feedback=False)}
+# Fields every intrinsic method has (its module may add more).
+FIELDS = {
+    'd': Int(1000, lo=1, note='<= D (the number of model parameters)',
+             doc='dimension of the subspace: Δz has d coordinates'),
+    'projection': Choice('fastfood', OPERATORS, doc='the random operator A: f[D, d] (identity: d = D)'),
+    'payload_dtype': Choice('float32', PAYLOAD_DTYPES,
+                            doc='how Δz travels (the same choice as method.quantize)'),
+    'per_leaf': Bool(False, doc='one operator per parameter leaf (A block diagonal), d split over '
+                                'the leaves by size'),
+    **options.QUANTIZE,
+}
 
 
 def validate(config) -> None:
-  """Shared checks: projection, payload dtype, d (d <= D is checked when D is known)."""
-  from fedjax_intrinsic.config import ConfigError
+  """The rules between the shared fields (each field itself: FIELDS; d <= D when D is known)."""
   m = config.method
-  if m.projection not in OPERATORS:
-    raise ConfigError(f'method.projection={m.projection!r} is invalid; allowed: {", ".join(OPERATORS)}')
-  if m.payload_dtype not in PAYLOAD_DTYPES:
-    raise ConfigError(f'method.payload_dtype={m.payload_dtype!r} is invalid; allowed: '
-                      f'{", ".join(PAYLOAD_DTYPES)}')
-  per_leaf = m.get('per_leaf', False)
-  if not isinstance(per_leaf, bool):
-    raise ConfigError(f'method.per_leaf={per_leaf!r} is invalid; allowed: True, False')
-  if per_leaf and m.projection == 'identity':
+  if m.per_leaf and m.projection == 'identity':
     raise ConfigError('method.per_leaf=True is invalid with method.projection=identity (d = D '
                       'leaves nothing to split); allowed: per_leaf=False, or another projection')
-  if isinstance(m.d, bool) or not isinstance(m.d, int) or m.d <= 0:
-    raise ConfigError(f'method.d={m.d!r} is invalid; allowed: a positive integer <= D '
-                      '(the number of model parameters)')
   options.validate(config, error_feedback=False)
   if m.quantize != 'none' and m.payload_dtype != 'float32':
     raise ConfigError(f'method.quantize={m.quantize} is invalid with method.payload_dtype='

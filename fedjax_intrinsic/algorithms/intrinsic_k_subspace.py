@@ -20,23 +20,21 @@ import numpy as np
 
 from fedjax_intrinsic import keys
 from fedjax_intrinsic.algorithms import base, intrinsic, servers
+from fedjax_intrinsic.fields import Choice, Int
 
 ORDERS = ('cyclic', 'random')
 
 
-def default_config() -> dict:
-  return {**intrinsic.default_config(), 'num_subspaces': 4, 'subspace_order': 'cyclic'}
+FIELDS = {
+    **intrinsic.FIELDS,
+    'num_subspaces': Int(4, lo=1, doc='K subspaces, used in turn'),
+    'subspace_order': Choice('cyclic', ORDERS,
+                             doc='round e trains subspace (e − 1) mod K, or a seeded random one'),
+}
 
 
 def validate(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
   intrinsic.validate(config)
-  K = config.method.num_subspaces
-  if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-    raise ConfigError(f'method.num_subspaces={K!r} is invalid; allowed: an integer K >= 1')
-  if config.method.subspace_order not in ORDERS:
-    raise ConfigError(f'method.subspace_order={config.method.subspace_order!r} is invalid; '
-                      f'allowed: {", ".join(ORDERS)}')
 
 
 def subspace_schedule(method_config, run_key, num_rounds: int) -> np.ndarray:

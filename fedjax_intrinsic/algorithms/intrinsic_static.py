@@ -13,7 +13,7 @@ import numpy as np
 
 from fedjax_intrinsic.algorithms import base, intrinsic, servers
 
-default_config = intrinsic.default_config
+FIELDS = intrinsic.FIELDS
 
 
 def validate(config) -> None:

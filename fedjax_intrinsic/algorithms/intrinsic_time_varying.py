@@ -24,20 +24,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedjax_intrinsic.algorithms import base, intrinsic, servers
+from fedjax_intrinsic.fields import Int
 
 
-def default_config() -> dict:
-  return {**intrinsic.default_config(), 'resample_every': 1}
+FIELDS = {
+    **intrinsic.FIELDS,
+    'resample_every': Int(1, lo=0, note='(1 = a new subspace every round, the paper\'s method; '
+                                        '0 = never, subspace 0 throughout, which is the static '
+                                        'method with a θ-space server)',
+                          doc='rounds each subspace is kept'),
+}
 
 
 def validate(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
   intrinsic.validate(config)
-  n = config.method.resample_every
-  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-    raise ConfigError(f'method.resample_every={n!r} is invalid; allowed: an integer >= 0 (1 = a '
-                      'new subspace every round, the paper\'s method; 0 = never, subspace 0 '
-                      'throughout, which is the static method with a θ-space server)')
 
 
 def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:

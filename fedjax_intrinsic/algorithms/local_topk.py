@@ -27,12 +27,11 @@ from fedjax_intrinsic.algorithms import base, options, recipe, servers, topk_com
 ERROR_TYPES = ('local', 'none')
 
 
-def default_config() -> dict:
-  return {**tc.topk_defaults('local', 'local_momentum'), **options.defaults(error_feedback=False)}
+FIELDS = {**tc.topk_fields('local', ERROR_TYPES, 'local_momentum'), **options.QUANTIZE}
 
 
 def validate(config) -> None:
-  tc.validate_fields(config, ERROR_TYPES, 'local_momentum')
+  tc.check_one_momentum(config, 'method.local_momentum')
   tc.check_no_cohort_shortcut(config)
   options.validate(config, error_feedback=False)
 

@@ -15,27 +15,24 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_intrinsic import compressors
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError
 
-
-def defaults(error_feedback: bool = True) -> dict:
-  """The option fields and their defaults (today's behaviour: nothing added)."""
-  return {'quantize': 'none', **({'error_feedback': False} if error_feedback else {})}
+# The fields a method's FIELDS takes from here: QUANTIZE where its payload carries float values,
+# ERROR_FEEDBACK too where it has no error memory of its own.
+QUANTIZE = {'quantize': Choice('none', compressors.QUANTIZE,
+                               doc='the payload\'s float values as float32 (none), bfloat16, or '
+                                   'int8 + one float32 scale per array')}
+ERROR_FEEDBACK = {'error_feedback': Bool(False, doc='the client keeps what the quantiser left out '
+                                                    'and adds it next round (needs quantize)')}
 
 
 def validate(config, error_feedback: bool = True) -> None:
-  from fedjax_intrinsic.config import ConfigError
+  """The rules between these fields and others (each field itself: its declaration)."""
   m = config.method
-  if m.quantize not in compressors.QUANTIZE:
-    raise ConfigError(f'method.quantize={m.quantize!r} is invalid; allowed: '
-                      f'{", ".join(compressors.QUANTIZE)}')
-  if error_feedback:
-    if not isinstance(m.error_feedback, bool):
-      raise ConfigError(f'method.error_feedback={m.error_feedback!r} is invalid; allowed: True, '
-                        'False')
-    if m.error_feedback and m.quantize == 'none':
-      raise ConfigError(f'method.error_feedback=True is invalid with method.quantize=none for '
-                        f'method.name={m.name!r} (the payload is exact: nothing to feed back); '
-                        'allowed: error_feedback=False, or quantize=bf16/int8')
+  if error_feedback and m.error_feedback and m.quantize == 'none':
+    raise ConfigError(f'method.error_feedback=True is invalid with method.quantize=none for '
+                      f'method.name={m.name!r} (the payload is exact: nothing to feed back); '
+                      'allowed: error_feedback=False, or quantize=bf16/int8')
   if m.quantize != 'none' and config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid with method.quantize='
                       f'{m.quantize} (rounding is not linear in the gradient); allowed: False')

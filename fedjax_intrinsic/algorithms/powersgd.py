@@ -51,6 +51,7 @@ import numpy as np
 
 from fedjax_intrinsic import compressors, keys
 from fedjax_intrinsic.algorithms import base, options, servers
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int
 
 ERROR_MEMORIES = ('local', 'averaged')
 
@@ -63,23 +64,20 @@ class Layout(NamedTuple):
   rank: int
 
 
-def default_config() -> dict:
-  return {'rank': 2, 'error_feedback': True, 'error_memory': 'local',
-          **options.defaults(error_feedback=False)}
+FIELDS = {
+    'rank': Int(2, lo=1, note='below the smaller side of the model\'s matrices',
+                doc='rank r of P and Q (whether it compresses a leaf: checked from the shapes)'),
+    'error_feedback': Bool(True, doc='the client keeps its error memory e'),
+    'error_memory': Choice('local', ERROR_MEMORIES,
+                           doc='e ← M − P̂ Q_cᵀ with the client\'s own Q_c, or M − P̂ Q̂ᵀ with the '
+                               'mean (the released code\'s)'),
+    **options.QUANTIZE,
+}
 
 
 def validate(config) -> None:
-  """rank a positive integer (whether it compresses any leaf is checked at build), a bool flag."""
-  from fedjax_intrinsic.config import ConfigError
+  """No cohort shortcut (the rank and the flags: their declarations)."""
   m = config.method
-  if isinstance(m.rank, bool) or not isinstance(m.rank, int) or m.rank <= 0:
-    raise ConfigError(f'method.rank={m.rank!r} is invalid; allowed: a positive integer below the '
-                      'smaller side of the model\'s matrices')
-  if not isinstance(m.error_feedback, bool):
-    raise ConfigError(f'method.error_feedback={m.error_feedback!r} is invalid; allowed: True, False')
-  if m.error_memory not in ERROR_MEMORIES:
-    raise ConfigError(f'method.error_memory={m.error_memory!r} is invalid; allowed: '
-                      f'{", ".join(ERROR_MEMORIES)}')
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name={m.name!r} '
                       '(two exchanges and client state); allowed: False')

@@ -41,23 +41,25 @@ import jax.numpy as jnp
 
 from fedjax_intrinsic import compressors, keys
 from fedjax_intrinsic.algorithms import base, fetchsgd, options, recipe, servers
+from fedjax_intrinsic.fields import ConfigError, Int
 
 
-def default_config() -> dict:
-  """rows × cols = 5 × 1,000 floats + p2·k = 4,000 values up per client (the digits CNN's D is
-  53,098). k = 1,000 and p2 = 4: the project's choice on configs/digits_cnn.py, where with 10 of
-  100 clients a round each client's error is about 10 rounds stale and smaller k or p2 learned less
-  (README, methods table). rho = 0: the digits protocol's server rate is tuned without momentum
-  (rho = 0.9 does not learn there)."""
-  return {**fetchsgd.sketch_defaults(), 'k': 1000, 'p2': 4, **options.defaults(error_feedback=False)}
+# rows × cols = 5 × 1,000 floats + p2·k = 4,000 values up per client (the digits CNN's D is 53,098).
+# k = 1,000 and p2 = 4: the project's choice on configs/digits_cnn.py, where with 10 of 100 clients
+# a round each client's error is about 10 rounds stale and smaller k or p2 learned less (README,
+# methods table). rho = 0: the digits protocol's server rate is tuned without momentum (rho = 0.9
+# does not learn there).
+FIELDS = {
+    **fetchsgd.SKETCH_FIELDS,
+    'k': fetchsgd.SKETCH_FIELDS['k']._replace(default=1000),
+    'p2': Int(4, lo=1, note='(candidates = p2·k, <= D)',
+              doc='candidates whose exact values the second exchange fetches, per k'),
+    **options.QUANTIZE,
+}
 
 
 def validate(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
   fetchsgd.validate_sketch_fields(config)
-  p2 = config.method.p2
-  if isinstance(p2, bool) or not isinstance(p2, int) or p2 < 1:
-    raise ConfigError(f'method.p2={p2!r} is invalid; allowed: an integer >= 1 (candidates = p2·k)')
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name='
                       f'{config.method.name!r} (clients keep error and momentum); allowed: False')

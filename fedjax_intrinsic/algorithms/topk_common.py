@@ -5,39 +5,21 @@ All three work on the raveled parameters θ: f32[D]. A client's pseudo-gradient 
 A sparse payload is `{'values': f32[k], 'indices': i32[k]}` (`compressors.top_k`, `random_k`); the
 server is `servers.sparse_sync` (θ, optimiser state, last_changed: changed-coordinate download).
 """
-from typing import Any, Optional
+from typing import Optional
 
 import projections as P
 from fedjax_intrinsic.algorithms import servers
+from fedjax_intrinsic.fields import Choice, ConfigError, Int, Number
 
 TOPK_METHODS = P.sparsify.METHODS   # ('exact', 'threshold')
+D_NOTE = '<= D (the number of model parameters)'   # checked by preflight.check_sizes
 
 
 # ----------------------------------------------------------------------------- config checks
 
 
-def check_positive_int(value: Any, field: str) -> None:
-  from fedjax_intrinsic.config import ConfigError
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ConfigError(f'{field}={value!r} is invalid; allowed: a positive integer <= D '
-                      '(the number of model parameters)')
-
-
-def check_choice(value: Any, field: str, allowed: tuple) -> None:
-  from fedjax_intrinsic.config import ConfigError
-  if value not in allowed:
-    raise ConfigError(f'{field}={value!r} is invalid; allowed: {", ".join(allowed)}')
-
-
-def check_momentum(value: Any, field: str) -> None:
-  from fedjax_intrinsic.config import ConfigError
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-    raise ConfigError(f'{field}={value!r} is invalid; allowed: 0 <= {field.split(".")[-1]} < 1')
-
-
 def check_one_momentum(config, field: str) -> None:
   """Momentum lives in one place: `field` (the method's) or the server optimiser, not both."""
-  from fedjax_intrinsic.config import ConfigError
   if _get(config, field) > 0 and config.server.optimizer in ('momentum', 'nesterov'):
     raise ConfigError(f'{field}={_get(config, field)} is invalid with server.optimizer='
                       f'{config.server.optimizer!r} (momentum in two places); allowed: '
@@ -45,7 +27,6 @@ def check_one_momentum(config, field: str) -> None:
 
 
 def check_no_cohort_shortcut(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
   if config.simulation.cohort_shortcut:
     raise ConfigError(f'simulation.cohort_shortcut=True is invalid for method.name='
                       f'{config.method.name!r} (each client compresses its own message); '
@@ -81,22 +62,19 @@ def _get(config, field: str):
 # ----------------------------------------------------------------------------- the family's checks
 
 
-def topk_defaults(error_type: str, momentum: str) -> dict:
-  """k ≈ 3% of the digits MLP's D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
-  return {'k': 300, 'error_type': error_type, momentum: 0.0, 'topk_method': 'exact'}
-
-
-def validate_fields(config, error_types: tuple, momentum: Optional[str] = None) -> None:
-  """k, error_type, topk_method (when the method has it), and the momentum field `momentum`
-  (method.<momentum>, in [0, 1), not together with a momentum server optimiser)."""
-  m = config.method
-  check_positive_int(m.k, 'method.k')
-  check_choice(m.error_type, 'method.error_type', error_types)
-  if 'topk_method' in m:
-    check_choice(m.topk_method, 'method.topk_method', TOPK_METHODS)
-  if momentum is not None:
-    check_momentum(m[momentum], f'method.{momentum}')
-    check_one_momentum(config, f'method.{momentum}')
+def topk_fields(error_type: str, error_types: tuple, momentum: str) -> dict:
+  """k, error_type, the momentum field `momentum` and topk_method. k = 300 ≈ 3% of the digits MLP's
+  D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
+  return {
+      'k': Int(300, lo=1, note=D_NOTE, doc='coordinates applied per round'),
+      'error_type': Choice(error_type, error_types,
+                           doc='error feedback: what was not applied is added back next round'),
+      momentum: Number(0.0, 0, 1, hi_open=True,
+                       doc='momentum ρ before the top-k (masked where applied); not with a '
+                           'momentum server optimiser'),
+      'topk_method': Choice('exact', TOPK_METHODS,
+                            doc='exact top-k (a sort), or counting passes over a threshold'),
+  }
 
 
 def sizes(method_config, params0, momentum: Optional[str] = None

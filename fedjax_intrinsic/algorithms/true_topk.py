@@ -23,17 +23,17 @@ whose step first runs the server-side compressor momentum(error_feedback(top_k))
 """
 from fedjax_intrinsic import compressors
 from fedjax_intrinsic.algorithms import base, options, recipe, servers, topk_common as tc
+from fedjax_intrinsic.fields import ConfigError
 
 ERROR_TYPES = ('virtual', 'none')
 
 
-def default_config() -> dict:
-  return {**tc.topk_defaults('virtual', 'momentum'), **options.defaults()}
+FIELDS = {**tc.topk_fields('virtual', ERROR_TYPES, 'momentum'), **options.QUANTIZE,
+          **options.ERROR_FEEDBACK}
 
 
 def validate(config) -> None:
-  from fedjax_intrinsic.config import ConfigError
-  tc.validate_fields(config, ERROR_TYPES, 'momentum')
+  tc.check_one_momentum(config, 'method.momentum')
   options.validate(config)
   if config.simulation.cohort_shortcut and config.client.local_steps != 1:
     raise ConfigError('simulation.cohort_shortcut=True is invalid with client.local_steps='

@@ -11,15 +11,14 @@ Recipe: trainer `recipe.gradient`, compressor identity (+ quantiser, + error fee
 server `servers.dense`.
 """
 from fedjax_intrinsic.algorithms import base, options, recipe, servers
+from fedjax_intrinsic.fields import ConfigError
 
 
-def default_config() -> dict:
-  return options.defaults()
+FIELDS = {**options.QUANTIZE, **options.ERROR_FEEDBACK}
 
 
 def validate(config) -> None:
   """One gradient on the client's whole local data: client.local_steps must be 1."""
-  from fedjax_intrinsic.config import ConfigError
   options.validate(config)
   if config.client.local_steps != 1:
     raise ConfigError(f'client.local_steps={config.client.local_steps} is invalid for '

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fedjax_intrinsic import fields
+
 TASKS = ('classification', 'language_model')
 
 
@@ -35,8 +37,7 @@ class FederatedData:
   def __post_init__(self):
     if self.task not in TASKS:
       raise ValueError(f'task={self.task!r} is invalid; allowed: {", ".join(TASKS)}')
-    if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)) \
-        or self.num_classes <= 0:
+    if not fields.is_int(self.num_classes, 1):
       raise ValueError(f'num_classes={self.num_classes!r} is invalid; allowed: a positive integer')
     for split_name in ('train', 'validation', 'test'):
       _check_split(split_name, getattr(self, split_name), self.num_classes, self.task)
@@ -69,7 +70,7 @@ class FederatedData:
 
   def client(self, c: int) -> dict:
     """Client c's examples (views into `train`): {'x': [n_c, ...], 'y': [n_c(, T)]}."""
-    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < self.num_clients:
+    if not fields.is_int(c, 0, self.num_clients, hi_open=True):
       raise ValueError(f'client id c={c!r} is invalid; allowed: 0 .. {self.num_clients - 1}')
     lo, hi = self.client_offsets[c], self.client_offsets[c + 1]
     return {k: v[lo:hi] for k, v in self.train.items()}

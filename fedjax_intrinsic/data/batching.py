@@ -22,11 +22,12 @@ from typing import Optional
 
 import numpy as np
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.data.base import FederatedData
 
 
 def _positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+  if not fields.is_int(value, 1):
     raise ValueError(f'{name}={value!r} is invalid; allowed: a positive integer')
   return int(value)
 
@@ -34,8 +35,7 @@ def _positive_int(name: str, value) -> int:
 def _check_epochs(epochs) -> None:
   if epochs is None:
     return
-  if isinstance(epochs, bool) or not isinstance(epochs, (int, float, np.integer, np.floating)) \
-      or not 0 < epochs < math.inf:
+  if not fields.is_number(epochs, 0, lo_open=True):
     raise ValueError(f'epochs={epochs!r} is invalid; allowed: a finite number > 0, or None '
                      '(fill every step)')
 

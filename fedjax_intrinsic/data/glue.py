@@ -23,7 +23,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from fedjax_intrinsic import keys, tokenizers
+from fedjax_intrinsic import fields, keys, tokenizers
 from fedjax_intrinsic.data import partitions
 from fedjax_intrinsic.data.base import (FederatedData, group_by_client, label_counts,
                                          stratified_split)
@@ -63,11 +63,10 @@ def _missing(data_dir: Optional[str], what: str) -> ValueError:
 
 
 def _check_options(seq_len, validation_fraction) -> None:
-  if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 3:
+  if not fields.is_int(seq_len, 3):
     raise ValueError(f'seq_len={seq_len!r} is invalid; allowed: an integer >= 3 ([CLS], a piece, '
                      '[SEP])')
-  if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) \
-      or not 0 <= validation_fraction < 1:
+  if not fields.is_real(validation_fraction) or not 0 <= validation_fraction < 1:
     raise ValueError(f'validation_fraction={validation_fraction!r} is invalid; allowed: 0 <= '
                      'validation_fraction < 1')
 

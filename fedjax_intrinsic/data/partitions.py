@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from fedjax_intrinsic import fields
+
 PARTITIONS = ('iid', 'dirichlet', 'shards', 'single_class')
 
 
@@ -32,8 +34,7 @@ def _check_common(labels: np.ndarray, num_clients: int) -> np.ndarray:
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f'labels with shape {labels.shape} and dtype {labels.dtype} are invalid; '
                      'allowed: a 1-D integer array')
-  if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
-      or not 1 <= num_clients <= len(labels):
+  if not fields.is_int(num_clients, 1, len(labels)):
     raise ValueError(f'num_clients={num_clients!r} is invalid; allowed: 1 .. the {len(labels)} '
                      'training examples')
   return labels
@@ -54,8 +55,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
               alpha: float) -> list[np.ndarray]:
   """Label-skewed clients of near-equal size; class mix q_c ~ Dir(alpha * class frequencies)."""
   labels = _check_common(labels, num_clients)
-  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 \
-      or not np.isfinite(alpha):
+  if not fields.is_number(alpha, 0, lo_open=True):
     raise ValueError(f'alpha={alpha!r} is invalid; allowed: a finite number > 0')
   classes, counts = np.unique(labels, return_counts=True)
   pools = [rng.permutation(np.flatnonzero(labels == c)).astype(np.int64) for c in classes]
@@ -85,8 +85,7 @@ def shards(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
            shards_per_client: int = 1) -> list[np.ndarray]:
   """Sorted-by-label contiguous shards, shards_per_client of them dealt to each client at random."""
   labels = _check_common(labels, num_clients)
-  if isinstance(shards_per_client, bool) or not isinstance(shards_per_client, (int, np.integer)) \
-      or not 1 <= shards_per_client * num_clients <= len(labels):
+  if not fields.is_int(shards_per_client) or not 1 <= shards_per_client * num_clients <= len(labels):
     raise ValueError(f'shards_per_client={shards_per_client!r} is invalid; allowed: a positive '
                      f'integer with num_clients * shards_per_client <= {len(labels)} examples')
   num_shards = num_clients * shards_per_client
@@ -101,7 +100,7 @@ def single_class(labels: np.ndarray, num_clients: int, rng: np.random.Generator,
   """num_clients chunks of examples_per_client examples, each chunk from a single class."""
   labels = _check_common(labels, num_clients)
   n = examples_per_client
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(labels):
+  if not fields.is_int(n, 1, len(labels)):
     raise ValueError(f'examples_per_client={n!r} is invalid; allowed: 1 .. {len(labels)}')
   chunks = []
   for c in np.unique(labels):

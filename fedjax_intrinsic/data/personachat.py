@@ -33,7 +33,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from fedjax_intrinsic import tokenizers
+from fedjax_intrinsic import fields, tokenizers
 from fedjax_intrinsic.data.base import FederatedData
 
 URL = 'https://s3.amazonaws.com/datasets.huggingface.co/personachat/personachat_self_original.json'
@@ -41,10 +41,9 @@ TARGETS = ('reply', 'all')
 
 
 def _check_options(seq_len, max_history, targets, max_clients) -> None:
-  if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 2:
+  if not fields.is_int(seq_len, 2):
     raise ValueError(f'seq_len={seq_len!r} is invalid; allowed: an integer >= 2')
-  if isinstance(max_history, bool) or not isinstance(max_history, (int, np.integer)) \
-      or max_history < 0:
+  if not fields.is_int(max_history, 0):
     raise ValueError(f'max_history={max_history!r} is invalid; allowed: an integer >= 0 (the last '
                      '2 * max_history + 1 turns are kept)')
   if targets not in TARGETS:

@@ -32,6 +32,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.data import lm_text
 from fedjax_intrinsic.data.base import FederatedData
 
@@ -45,11 +46,9 @@ def default_source_dir() -> str:
 
 def _check_options(source_dir: str, seq_len, max_windows, min_bytes, max_bytes) -> None:
   for name, value in (('seq_len', seq_len), ('min_bytes', min_bytes), ('max_bytes', max_bytes)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not fields.is_int(value, 1):
       raise ValueError(f'{name}={value!r} is invalid; allowed: a positive integer')
-  if max_windows is not None and (isinstance(max_windows, bool)
-                                  or not isinstance(max_windows, (int, np.integer))
-                                  or max_windows <= 0):
+  if max_windows is not None and not fields.is_int(max_windows, 1):
     raise ValueError(f'max_windows={max_windows!r} is invalid; allowed: a positive integer or None')
   if min_bytes < seq_len + 1:
     raise ValueError(f'min_bytes={min_bytes} is invalid; allowed: at least seq_len + 1 = '

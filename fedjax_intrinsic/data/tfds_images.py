@@ -22,7 +22,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from fedjax_intrinsic import keys
+from fedjax_intrinsic import fields, keys
 from fedjax_intrinsic.data import partitions
 from fedjax_intrinsic.data.base import FederatedData, group_by_client, label_counts, stratified_split
 
@@ -107,8 +107,7 @@ def load(name: str, *, key: jax.Array, data_dir: Optional[str] = None,
          shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> FederatedData:
   """The TFDS image set `name` (a SOURCES key) partitioned over clients (key: the run's data key)."""
   tfds_name = _tfds_name(name, tfds_name)
-  if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float)) \
-      or not 0 <= validation_fraction < 1:
+  if not fields.is_real(validation_fraction) or not 0 <= validation_fraction < 1:
     raise ValueError(f'validation_fraction={validation_fraction!r} is invalid; allowed: 0 <= '
                      'validation_fraction < 1')
   if data_dir is not None and not os.path.isdir(data_dir):

@@ -42,7 +42,7 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-from fedjax_intrinsic import keys, tokenizers
+from fedjax_intrinsic import fields, keys, tokenizers
 from fedjax_intrinsic.data import partitions
 from fedjax_intrinsic.data.base import (FederatedData, group_by_client, label_counts,
                                          stratified_split)
@@ -142,17 +142,16 @@ def split_indices(labels: np.ndarray, rng: np.random.Generator, *, classes: int 
 
 
 def _check_options(seq_len, classes, test_fraction, validation_fraction, examples_per_client):
-  if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 3:
+  if not fields.is_int(seq_len, 3):
     raise ValueError(f'data.seq_len={seq_len!r} is invalid; allowed: an integer >= 3 ([CLS], a '
                      'piece, [SEP])')
   if classes not in (2, 3) or isinstance(classes, bool):
     raise ValueError(f'data.classes={classes!r} is invalid; allowed: 2 (negative, positive) or 3 '
                      '(and neutral)')
   for name, v in (('test_fraction', test_fraction), ('validation_fraction', validation_fraction)):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.5:
+    if not fields.is_real(v) or not 0 < v < 0.5:
       raise ValueError(f'data.{name}={v!r} is invalid; allowed: 0 < {name} < 0.5')
-  if examples_per_client is not None and (isinstance(examples_per_client, bool) or not isinstance(
-      examples_per_client, (int, np.integer)) or examples_per_client < 1):
+  if examples_per_client is not None and not fields.is_int(examples_per_client, 1):
     raise ValueError(f'data.examples_per_client={examples_per_client!r} is invalid; allowed: a '
                      'positive integer, or None (all training texts)')
 

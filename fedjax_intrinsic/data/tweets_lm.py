@@ -33,7 +33,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from fedjax_intrinsic import keys
+from fedjax_intrinsic import fields, keys
 from fedjax_intrinsic.data import lm_text, partitions, tweets
 from fedjax_intrinsic.data.base import FederatedData
 
@@ -43,17 +43,16 @@ BYTE_SEPARATOR = 0x0A
 def _check_options(seq_len, max_windows, eval_windows, classes, test_fraction,
                    validation_fraction, num_clients):
   for name, value in (('seq_len', seq_len), ('num_clients', num_clients)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not fields.is_int(value, 1):
       raise ValueError(f'data.{name}={value!r} is invalid; allowed: a positive integer')
   for name, value in (('max_windows', max_windows), ('eval_windows', eval_windows)):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                              or value <= 0):
+    if value is not None and not fields.is_int(value, 1):
       raise ValueError(f'data.{name}={value!r} is invalid; allowed: a positive integer or None')
   if classes not in (2, 3) or isinstance(classes, bool):
     raise ValueError(f'data.classes={classes!r} is invalid; allowed: 2 (negative and positive '
                      'texts) or 3 (and neutral)')
   for name, v in (('test_fraction', test_fraction), ('validation_fraction', validation_fraction)):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.5:
+    if not fields.is_real(v) or not 0 < v < 0.5:
       raise ValueError(f'data.{name}={v!r} is invalid; allowed: 0 < {name} < 0.5')
 
 

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedjax_intrinsic import fields
+
 Params = Any
 
 TASKS = ('classification', 'language_model')
@@ -56,7 +58,7 @@ class Model(NamedTuple):
 
 
 def check_positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+  if not fields.is_int(value, 1):
     raise ValueError(f'{name}={value!r} is invalid; allowed: a positive integer')
   return int(value)
 

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base, hf_checkpoint
 
 CHECKPOINT_URL = ('https://huggingface.co/google-bert/bert-base-uncased/resolve/main/'
@@ -209,7 +210,7 @@ def build(*, input_shape: tuple, num_classes: int, num_layers: int = 12, num_hea
   if input_shape[0] > max_position:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for bert_classifier; allowed: '
                      f'seq_len <= max_position={max_position}')
-  if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < vocab_size:
+  if not fields.is_int(pad_id, 0, vocab_size, hi_open=True):
     raise ValueError(f'pad_id={pad_id!r} is invalid; allowed: 0 .. vocab_size - 1 = '
                      f'{vocab_size - 1}')
   if checkpoint is not None and not isinstance(checkpoint, str):

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base, gguf_checkpoint
 
 INIT_STD = 0.02
@@ -305,7 +306,7 @@ def build(*, input_shape: tuple, num_classes: int, checkpoint: Optional[str] = N
   for k in ('num_layers', 'hidden', 'intermediate', 'num_heads', 'num_kv_heads', 'max_position'):
     sizes[k] = base.check_positive_int(f'model.{k}', sizes[k])
   for k in ('rope_theta', 'rms_eps'):
-    if isinstance(sizes[k], bool) or not isinstance(sizes[k], (int, float)) or sizes[k] <= 0:
+    if not fields.is_real(sizes[k]) or sizes[k] <= 0:
       raise ValueError(f'model.{k}={sizes[k]!r} is invalid; allowed: a positive number')
     sizes[k] = float(sizes[k])
   if not isinstance(sizes['tie_embeddings'], (bool, np.bool_)):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedjax_intrinsic import compressors, experiment
-from fedjax_intrinsic.config import ConfigError, validate
+from fedjax_intrinsic.config import ConfigError
+from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import run
 from tests.conftest import digits_config
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fedjax_intrinsic.config import ConfigError, validate
+from fedjax_intrinsic.config import ConfigError
+from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import assert_close, every_schedule, flat, run, simulate_client_syncs
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')

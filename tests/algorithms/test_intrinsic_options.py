@@ -13,7 +13,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import projections as P
-from fedjax_intrinsic import algorithms, config as config_lib, experiment, keys
+from fedjax_intrinsic import algorithms, config as config_lib, experiment, keys, preflight
 from fedjax_intrinsic.algorithms import base, intrinsic
 from tests.algorithms.helpers import assert_close, flat, run
 
@@ -90,10 +90,10 @@ def test_per_leaf_bad_values_rejected(make_digits_config):
   with c.ignore_type():
     c.method.per_leaf = 'yes'
   with pytest.raises(config_lib.ConfigError, match='method.per_leaf'):
-    config_lib.validate(c)
+    preflight.validate(c)
   c = make_digits_config('intrinsic_static', projection='identity', d=650, per_leaf=True)
   with pytest.raises(config_lib.ConfigError, match='method.per_leaf=True is invalid'):
-    config_lib.validate(c)
+    preflight.validate(c)
 
 
 @pytest.mark.parametrize('method', INTRINSIC)

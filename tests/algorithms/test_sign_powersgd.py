@@ -12,7 +12,8 @@ import pytest
 
 from fedjax_intrinsic import experiment, keys
 from fedjax_intrinsic.algorithms import base, powersgd, sign_sgd
-from fedjax_intrinsic.config import ConfigError, validate
+from fedjax_intrinsic.config import ConfigError
+from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import assert_close, flat, run
 
 D_LOGREG = 650   # logistic regression on 8x8 digits, 10 classes

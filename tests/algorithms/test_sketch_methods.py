@@ -13,7 +13,8 @@ from jax.flatten_util import ravel_pytree
 
 from fedjax_intrinsic import algorithms, experiment, keys, models, simulation
 from fedjax_intrinsic.algorithms import base, fetchsgd
-from fedjax_intrinsic.config import ConfigError, validate
+from fedjax_intrinsic.config import ConfigError
+from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import assert_close
 from tests.conftest import digits_config
 

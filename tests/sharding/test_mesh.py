@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from fedjax_intrinsic import config as config_lib, sharding
+from fedjax_intrinsic import config as config_lib, preflight, sharding
 from tests.sharding import cases
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_worker.py')
@@ -65,14 +65,14 @@ def test_bad_mesh_config_rejected(field, value):
   c = cases.case_config('uncompressed_vmap_6', 1)
   c.simulation[field] = value
   with pytest.raises(config_lib.ConfigError, match=f'simulation.{field}='):
-    config_lib.validate(c)
+    preflight.validate(c)
 
 
 def test_loop_with_mesh_rejected():
   c = cases.case_config('uncompressed_vmap_6', 0)
   c.simulation.client_parallelism = 'loop'
   with pytest.raises(config_lib.ConfigError, match='simulation.client_parallelism='):
-    config_lib.validate(c)
+    preflight.validate(c)
 
 
 def test_more_devices_than_present_rejected():

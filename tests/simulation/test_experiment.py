@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fedjax_intrinsic import config as config_lib, experiment
+from fedjax_intrinsic import config as config_lib, experiment, preflight
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -109,10 +109,10 @@ def test_bad_method_name_in_arg(tmp_path):
 
 def test_validate_is_pure_and_names_fields(make_digits_config):
   c = make_digits_config()
-  config_lib.validate(c)
+  preflight.validate(c)
   c.simulation.client_parallelism = 'threads'
   with pytest.raises(config_lib.ConfigError, match='simulation.client_parallelism'):
-    config_lib.validate(c)
+    preflight.validate(c)
 
 
 def test_client_cost_timing_fields(make_digits_config, tmp_path):
@@ -154,5 +154,5 @@ def test_bad_divergence_ratio_rejected(make_digits_config, value):
   with c.ignore_type():
     c.divergence_loss_ratio = value
   with pytest.raises(config_lib.ConfigError, match='divergence_loss_ratio=') as info:
-    config_lib.validate(c)
+    preflight.validate(c)
   assert '\n' not in str(info.value) and 'allowed' in str(info.value)
