@@ -28,14 +28,21 @@ of the earlier one's payload) and the wrappers `error_feedback` and `momentum`:
 - `sign(D, vote, scaled)`: 1 bit a coordinate packed 8 per byte (+ one float32 scale), vote or mean;
 - sparsifiers on x: f32[D]: `top_k(D, k, method)`, `random_k(D, k, unbiased, by_seed)`;
 - `count_sketch(sketcher)`: x: f32[D] -> f32[rows, cols] (`Sketcher`, hashes from the seed).
-PowerSGD's low-rank P/Q (two exchanges) lives in algorithms/powersgd.py and shares the error
-memory here (`ErrorFeedback`, `with_error`, `residual`); the intrinsic family's subspace is its
-trainer (algorithms/intrinsic.py), whose Δz goes through a quantiser.
+- `low_rank(params0, rank, q_key, quantiser)`: PowerSGD's P/Q of θ's matrix leaves over two
+  exchanges (`LowRank`: P = M Q up, P̂ down, Q = Mᵀ P̂ up; its error memory is
+  `error_feedback(..., keep_all=True, part=...)`, the residual M − P̂ Qᵀ once P̂ is known).
+The intrinsic family's `Subspace` (`subspace(...)`: A: f[D, d] and its random state from the seed)
+is the coordinates its client trains in (`recipe.in_subspace`), not an encoder of a θ-space x (with
+several local steps, training in the subspace is not a projection of the θ-space update); its
+Δz: f32[d] goes through identity or a quantiser, and the server kinds lift it (servers.py).
 """
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import projections as P
 from fedjax_intrinsic import keys
@@ -326,6 +333,219 @@ def count_sketch(sk: Sketcher) -> Compressor:
                     aggregate=weighted_sum, linear=True)
 
 
+# ----------------------------------------------------------------------------- low rank
+
+
+class MatrixLayout(NamedTuple):
+  """Which leaves of θ (tree_flatten order) are compressed as matrices, and their shapes."""
+  compressed: tuple    # leaf indices
+  dense: tuple         # leaf indices
+  shapes: tuple        # (n, m) per compressed leaf
+  rank: int
+
+
+def matrix_shape(shape: tuple) -> tuple[int, int]:
+  """The matrix view (n, m) of a leaf of shape `shape` (ndim >= 2): all axes but the last, the last."""
+  return int(math.prod(shape[:-1])), int(shape[-1])
+
+
+def matrix_layout(params: Any, rank: int) -> MatrixLayout:
+  """Leaves with ndim >= 2 and r·(n + m) < n·m are compressed, the rest travel as they are;
+  ValueError if none compress (`params` may hold arrays or ShapeDtypeStructs)."""
+  compressed, dense, shapes = [], [], []
+  for i, leaf in enumerate(jax.tree.leaves(params)):
+    if np.ndim(leaf) >= 2:
+      n, m = matrix_shape(np.shape(leaf))
+      if rank * (n + m) < n * m:
+        compressed.append(i)
+        shapes.append((n, m))
+        continue
+    dense.append(i)
+  if not compressed:
+    sides = [min(matrix_shape(np.shape(x))) for x in jax.tree.leaves(params) if np.ndim(x) >= 2]
+    raise ValueError(f'method.rank={rank} compresses no leaf of this model (r·(n + m) >= n·m for '
+                     f'every matrix); allowed: a rank below {max(sides, default=1)} such that '
+                     'r·(n + m) < n·m for some matrix')
+  return MatrixLayout(tuple(compressed), tuple(dense), tuple(shapes), rank)
+
+
+def orthonormalise(p: jax.Array) -> jax.Array:
+  """f32[n, r] -> an orthonormal basis f32[n, r] of its column span (reduced QR)."""
+  return jnp.linalg.qr(p, mode='reduced')[0]
+
+
+class LowRank(NamedTuple):
+  """PowerSGD's rank-r P/Q (Vogels et al. 2019) of a θ-shaped pytree x, two exchanges.
+
+  Leaf i of `layout.compressed` is viewed as M_i: f32[n, m] (`matrix_shape`); the other leaves
+  travel as they are. With Q: f32[m, r] per compressed leaf (the server's warm start, broadcast):
+    first exchange (`compressor()`, shared = Q): x -> {'p': M Q per compressed leaf f32[n, r],
+                                                      'dense': the other leaves}, summed linearly;
+    request(agg) -> P̂ = orthonormalise(Σ_c w_c P_c) per compressed leaf      (down, the request)
+    second(M, P̂, key) -> Q_c = Mᵀ P̂: f32[m, r] per compressed leaf            (up), summed linearly
+    estimate(agg, P̂, Q̂) -> the θ-shaped P̂ Q̂ᵀ with the other leaves' weighted mean; Q̂ is the next Q.
+  With `quantiser` every array of both exchanges travels quantised, the first with the client's
+  key, the second with `keys.chain_key(key, 2)` (the low-rank step draws no randomness).
+  Error memory: `error_feedback(compressor(), zeros, keep_all=True, part=part())` carries
+  a = e + M to the second exchange; `residual(a, P̂, Q)` is then the new memory a − P̂ Qᵀ.
+  The first payload alone is not an estimate of x (that needs P̂ and Q̂): `decode` gives its float
+  values.
+  """
+  layout: MatrixLayout
+  treedef: Any
+  leaf_shapes: tuple
+  q_key: jax.Array
+  quantiser: Optional[Compressor]
+
+  def init_q(self) -> tuple:
+    """The first Q: f32[m, r] standard normal from fold_in(q_key, i) for compressed leaf i."""
+    return tuple(jax.random.normal(jax.random.fold_in(self.q_key, i), (m, self.layout.rank),
+                                   jnp.float32)
+                 for i, (n, m) in zip(self.layout.compressed, self.layout.shapes))
+
+  def zeros(self) -> tuple:
+    """A fresh error memory: f32[n, m] per compressed leaf."""
+    return tuple(jnp.zeros(s, jnp.float32) for s in self.layout.shapes)
+
+  def matrices(self, x) -> tuple:
+    """M: f32[n, m] per compressed leaf of x."""
+    leaves = jax.tree.leaves(x)
+    return tuple(leaves[i].reshape(s) for i, s in zip(self.layout.compressed, self.layout.shapes))
+
+  def with_matrices(self, x, mats):
+    """x with its compressed leaves replaced by `mats` (reshaped back)."""
+    leaves = list(jax.tree.leaves(x))
+    for i, mat in zip(self.layout.compressed, mats):
+      leaves[i] = mat.reshape(self.leaf_shapes[i])
+    return jax.tree.unflatten(self.treedef, leaves)
+
+  def part(self) -> tuple:
+    """(get, put) of the compressed matrices, for `error_feedback`."""
+    return self.matrices, self.with_matrices
+
+  def send(self, payload, key) -> tuple:
+    """(what travels, what the server reads of it): the payload, or quantised and decoded."""
+    if self.quantiser is None:
+      return payload, payload
+    sent = self.quantiser.encode(payload, (), key)[0]
+    return sent, self.quantiser.decode(sent)
+
+  def aggregate(self, payloads, weights):
+    """Σ_c w_c payload_c (decoded), either exchange."""
+    q = self.quantiser
+    return weighted_sum(payloads, weights) if q is None else q.aggregate(payloads, weights)
+
+  def compressor(self) -> Compressor:
+    """The first exchange (see the class docstring)."""
+    hp = jax.lax.Precision.HIGHEST
+
+    def encode(x, key, shared):
+      leaves = jax.tree.leaves(x)
+      payload = {'p': tuple(jnp.matmul(mat, q, precision=hp)
+                            for mat, q in zip(self.matrices(x), shared)),
+                 'dense': tuple(leaves[i] for i in self.layout.dense)}
+      return self.send(payload, key)[0]
+
+    return Compressor(init=lambda: (), encode=_stateless(encode),
+                      decode=lambda p, shared=None: _decode_floats(p), aggregate=self.aggregate)
+
+  def request(self, agg) -> tuple:
+    """P̂: f32[n, r] per compressed leaf, from the first aggregate."""
+    return tuple(orthonormalise(p) for p in agg['p'])
+
+  def second(self, mats, p_hats, key) -> tuple:
+    """(Q_c = Mᵀ P̂ as it travels, as the server reads it): f32[m, r] per compressed leaf."""
+    hp = jax.lax.Precision.HIGHEST
+    return self.send(tuple(jnp.matmul(mat.T, p_hat, precision=hp)
+                           for mat, p_hat in zip(mats, p_hats)), key)
+
+  def product(self, p_hats, qs) -> tuple:
+    """P̂ Qᵀ: f32[n, m] per compressed leaf."""
+    hp = jax.lax.Precision.HIGHEST
+    return tuple(jnp.matmul(p_hat, q.T, precision=hp) for p_hat, q in zip(p_hats, qs))
+
+  def residual(self, mats, p_hats, qs) -> tuple:
+    """The new error memory M − P̂ Qᵀ per compressed leaf."""
+    return residual(mats, self.product(p_hats, qs))
+
+  def estimate(self, agg, p_hats, q_hat):
+    """The θ-shaped estimate: P̂ Q̂ᵀ at the compressed leaves, the weighted mean elsewhere."""
+    leaves = [None] * len(self.leaf_shapes)
+    for i, mat in zip(self.layout.compressed, self.product(p_hats, q_hat)):
+      leaves[i] = mat.reshape(self.leaf_shapes[i])
+    for i, x in zip(self.layout.dense, agg['dense']):
+      leaves[i] = x
+    return jax.tree.unflatten(self.treedef, leaves)
+
+
+def low_rank(params0, rank: int, q_key: jax.Array,
+             quantiser: Optional[Compressor] = None) -> LowRank:
+  """The `LowRank` piece for θ shaped like params0 (ValueError if rank compresses no leaf)."""
+  leaves, treedef = jax.tree.flatten(params0)
+  return LowRank(matrix_layout(params0, rank), treedef, tuple(np.shape(x) for x in leaves), q_key,
+                 quantiser)
+
+
+# ----------------------------------------------------------------------------- subspace
+
+
+class Subspace(NamedTuple):
+  """The intrinsic family's random subspaces of θ_flat: f32[D] (docs/paper.md §3).
+
+  `op` is a `projections` operator A: f[D, d] (lift: z f[d] -> A z f[D]); `state(t)` is the random
+  state of subspace t, from `keys.subspace_key(run_key, t)` (jittable): every client derives it
+  from the seed, so no seed or matrix travels. It is a trainer's coordinates, not an encoder of
+  a θ-space x: a client trains u ∈ R^d in the broadcast subspace (`recipe.in_subspace`) and
+  sends Δz: f32[d], through identity or a quantiser; the server kinds lift it (servers.py).
+  """
+  D: int
+  d: int
+  op: P.Projection
+  unravel: Any
+  run_key: jax.Array
+
+  def state(self, t):
+    return self.op.init(keys.subspace_key(self.run_key, t))
+
+  def lift(self, state, z: jax.Array) -> jax.Array:
+    """A z: f32[D] for z: f32[d]."""
+    return self.op.lift(state, z)
+
+
+def subspace(params0, d: int, projection: str, per_leaf: bool, run_key: jax.Array) -> Subspace:
+  """One operator over all of θ_flat (per_leaf False), or one per parameter leaf (leaf i keyed by
+  fold_in(subspace key, i), d split over the leaves in proportion to their sizes: A block
+  diagonal in tree_flatten order, z the leaves' coordinates concatenated). ValueError when d does
+  not fit D."""
+  flat0, unravel = ravel_pytree(params0)
+  D = int(flat0.shape[0])
+  if projection == 'identity':
+    if d != D:
+      raise ValueError(f'method.d={d} is invalid for method.projection=identity; '
+                       f'allowed: d = D = {D}')
+    op = P.identity(D)
+  else:
+    if d > D:
+      raise ValueError(f'method.d={d} is invalid; allowed: 1 <= d <= D = {D} '
+                       '(the number of model parameters)')
+    if per_leaf:
+      op = _flat_per_leaf(projection, d, params0, unravel)
+    else:
+      op = P.get(projection, D=D, d=d)
+  return Subspace(D, op.d, op, unravel, run_key)
+
+
+def _flat_per_leaf(projection: str, d: int, params0, unravel) -> P.Projection:
+  """`projections.per_leaf` as an operator on θ_flat: f[D] <-> f[d] (block diagonal A)."""
+  if d < len(jax.tree.leaves(params0)):
+    raise ValueError(f'method.d={d} is invalid with method.per_leaf=True; allowed: '
+                     f'd >= the number of parameter leaves ({len(jax.tree.leaves(params0))})')
+  tp = P.per_leaf(lambda D, d: P.get(projection, D=D, d=d), params0, d=d)
+  return P.Projection(D=tp.D, d=tp.d, init=tp.init,
+                      project=lambda state, x: tp.project(state, unravel(x)),
+                      lift=lambda state, z: ravel_pytree(tp.lift(state, z))[0], name=tp.name)
+
+
 # ----------------------------------------------------------------------------- composition
 
 
@@ -387,16 +607,20 @@ def zero_at(x: jax.Array, indices: jax.Array) -> jax.Array:
   return x.at[indices].set(0.0)
 
 
-def error_feedback(inner: Compressor, zeros: Callable[[], Any], keep_all: bool = False
-                   ) -> Compressor:
+def error_feedback(inner: Compressor, zeros: Callable[[], Any], keep_all: bool = False,
+                   part: Optional[tuple] = None) -> Compressor:
   """Error feedback (Seide et al. 2014; Karimireddy et al. 2019): a = e + x is encoded and
   e ← a − decode(payload), exactly what was not sent (`keep_all`: e ← a, for a method whose
-  server says later what was applied, which the client then zeroes: `zero_at`).
-  zeros() -> the initial error, shaped like x."""
+  server says later what was applied: the client then zeroes it, `zero_at`, or subtracts it,
+  `LowRank.residual`). zeros() -> the initial error, shaped like x, or like `part`.
+  part = (get, put): the memory covers get(x) only (the part `inner` loses; the rest of x travels
+  exact): a = e + get(x), `inner` encodes put(x, a), e ← a − get(decode(payload)) (or a)."""
+  get, put = part or (lambda x: x, lambda x, a: a)
+
   def encode(x, state, key, shared=None):
-    a = with_error(x, state.error)
-    payload, s = inner.encode(a, state.inner, key, shared)
-    error = a if keep_all else residual(a, inner.decode(payload, shared))
+    a = with_error(get(x), state.error)
+    payload, s = inner.encode(put(x, a), state.inner, key, shared)
+    error = a if keep_all else residual(a, get(inner.decode(payload, shared)))
     return payload, ErrorFeedback(s, error)
 
   return inner._replace(init=lambda: ErrorFeedback(inner.init(), zeros()), encode=encode,
