@@ -129,27 +129,18 @@ class Field(NamedTuple):
       return self.allowed
     name = name.split('.')[-1]
     lo, hi = _show(self.lo), _show(self.hi)
+    one_sided = lambda noun: (f'{noun} {">" if self.lo_open else ">="} {lo}' if self.lo is not None
+                              else f'{noun} {"<" if self.hi_open else "<="} {hi}'
+                              if self.hi is not None else noun)
+    both = self.lo is not None and self.hi is not None
     if self.kind == 'int':
       if self.lo == 1 and self.hi is None and not self.lo_open:
         text = 'a positive integer'
-      elif self.lo is not None and self.hi is not None:
-        text = f'an integer {lo} .. {hi}'
-      elif self.lo is not None:
-        text = f'an integer {">" if self.lo_open else ">="} {lo}'
-      elif self.hi is not None:
-        text = f'an integer {"<" if self.hi_open else "<="} {hi}'
       else:
-        text = 'an integer'
+        text = f'an integer {lo} .. {hi}' if both else one_sided('an integer')
     elif self.kind == 'number':
-      if self.lo is not None and self.hi is not None:
-        text = (f'{lo} {"<" if self.lo_open else "<="} {name} '
-                f'{"<" if self.hi_open else "<="} {hi}')
-      elif self.lo is not None:
-        text = f'a finite number {">" if self.lo_open else ">="} {lo}'
-      elif self.hi is not None:
-        text = f'a finite number {"<" if self.hi_open else "<="} {hi}'
-      else:
-        text = 'a finite number'
+      text = (f'{lo} {"<" if self.lo_open else "<="} {name} {"<" if self.hi_open else "<="} {hi}'
+              if both else one_sided('a finite number'))
     elif self.kind == 'bool':
       text = 'True or False'
     elif self.kind == 'choice':
