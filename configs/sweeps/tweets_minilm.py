@@ -21,9 +21,10 @@ choice) for D = 22.7M, upload compression in brackets:
 measured: a gradient of 80 tweets 1.3 s, a Fastfood project + lift 2.7 s, an evaluation of the
 4,553 held-out tweets about 25 s, loading and compiling about 40 s): about 2 minutes a cell for
 the one-gradient methods, 3 for the intrinsic methods, 4 for FedAvg, 3.7 hours in all on an idle
-2-core CPU; every cell is under 6 minutes. Measured only under heavy load (load average about
-20 on the 2 shared cores): intrinsic_static, 4 rounds of this protocol took 49-57 s a round (the
-first 109 s, compiling) and one evaluation of 1,366 held-out tweets 88 s; no whole cell was run.
+2-core CPU; every cell is under 6 minutes. Measured (the seed-0 cells run so far, on the 2-core CPU
+shared with test runs, load average 6 to 13): 227 s (intrinsic_static, d = 2^12) to 1,378 s
+(intrinsic_k_subspace, d = 2^14) a cell; uncompressed 263 s, FedAvg 926 s; a cell on an idle
+machine is not measured yet.
 Resumable (benchmarks/sweep.py): a killed sweep
 continues with the first cell not done, so it may span sessions. On a GPU the same cells take
 seconds; there `--config.overrides='("rounds=200", "data.seq_len=64")'` is the full-size variant.
