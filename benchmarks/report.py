@@ -28,8 +28,7 @@ import math
 import os
 import re
 import statistics
-import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from benchmarks import common
 from benchmarks import results_store

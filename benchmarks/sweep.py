@@ -319,7 +319,6 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
     log: where the progress lines go.
     command: the command that runs this sweep (recorded in sweep.json for the report).
   """
-  from fedjax_intrinsic import algorithms
   if stale not in STALE_POLICIES:
     raise ValueError(f'stale={stale!r} is invalid; allowed: {", ".join(STALE_POLICIES)}')
   from fedjax_intrinsic import workdir as workdir_lib
