@@ -15,8 +15,12 @@ A sweep config (configs/sweeps/*.py, `get_config()`) has the fields
   metric: str                the summary metric tables and plots show ('test_accuracy', ...)
   reference: str             the experiment's key in benchmarks/reference_numbers.json
 Cell `m__budget__seed=s` (budget: the entry's fields after `method`, joined by '_') runs
-`experiment.run(get_config('<experiment_arg>,<grid entry>,seed=<s>') + overrides)` in-process in
-`<workdir>/<cell>/`.
+`experiment.run(get_config('<experiment_arg>,<grid entry>,seed=<s>') + overrides)` in
+`<workdir>/<cell>/`: from the command line each cell in its own Python process (`--isolate`, the
+default), so that no memory or compiled code is carried from one cell to the next, a cell killed by
+the system (out of memory) is recorded as failed while the sweep goes on, and the cell's peak
+resident memory is recorded (`cell.json`: peak_rss_mib); `run_sweep(..., isolate=False)` runs
+them in-process.
 
 Resuming. A cell is done when its `summary.json` (written atomically by `experiment.run`, last)
 exists with status 'finished' or 'diverged' (NaN/inf loss: `diverged_round` says when); done cells
@@ -30,14 +34,18 @@ stops naming the cell and the differing fields, unless `--stale=rerun` (recomput
 
 Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status; rewritten
 atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
-load average when it started), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
+load average when it started; with `--isolate` also the process's peak resident memory and exit
+status), `config.json`, `metrics.jsonl`, `summary.json` or `error.json`.
 `--pack` packs the cell directories into cells.jsonl / curves.jsonl / shared.json, what is committed
 (benchmarks.results_store); a cell without a directory is read from there, so a sweep resumed on a
 fresh clone counts the packed done cells as done.
 """
 import json
 import os
+import pickle
 import re
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -267,6 +275,64 @@ def run_cell(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, *,
   return state
 
 
+_CHILD = ('import pickle, sys\n'
+          'from benchmarks import sweep\n'
+          'sweep._run_cell_child(*pickle.load(sys.stdin.buffer))\n')
+
+
+def _run_cell_child(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, prefix: str) -> None:
+  """The body of `run_cell_isolated`'s process: runs the cell, its lines on stderr."""
+  from fedjax_intrinsic import cli
+  cli.quiet_logs()
+  run_cell(sweep, cell, workdir, log=lambda s: print(s, file=sys.stderr, flush=True),
+           prefix=prefix)
+
+
+def run_cell_isolated(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, *,
+                      log: Callable[[str], None] = print, prefix: str = '') -> dict:
+  """`run_cell` in a fresh Python process; returns the state its files then give (`cell_state`).
+
+  The process inherits the environment and working directory; its stderr (the cell's progress
+  lines) passes through. Its peak resident memory (getrusage of that child) and exit status are
+  added to `<cell>/cell.json`. A process that dies without recording a result (killed by a signal,
+  for example by the kernel when memory runs out) leaves an error.json saying so: the cell is
+  'failed' and is tried again when the sweep is started again.
+  """
+  t0 = time.time()
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (common.REPO_ROOT, env.get('PYTHONPATH')) if p)
+  child = subprocess.Popen([sys.executable, '-c', _CHILD], stdin=subprocess.PIPE, env=env)
+  try:
+    child.stdin.write(pickle.dumps((sweep, cell, workdir, prefix)))
+    child.stdin.close()
+    _, status, usage = os.wait4(child.pid, 0)
+  except BaseException:          # Ctrl-C (which the child got too) or an error here: stop it
+    child.kill()
+    child.wait()
+    raise
+  child.returncode = code = os.waitstatus_to_exitcode(status)
+  peak_mib = round(usage.ru_maxrss / 1024, 1)       # ru_maxrss is in KiB on Linux
+  d = os.path.join(workdir, cell.name)
+  definition = results_store.read_json(os.path.join(d, 'cell.json'))
+  if definition is not None:
+    common.write_json(os.path.join(d, 'cell.json'),
+                      {**definition, 'peak_rss_mib': peak_mib, 'exit_status': code})
+  state = cell_state(workdir, cell)
+  if state['status'] == 'pending':   # it died before writing a summary or an error
+    how = (f'killed by signal {signal.Signals(-code).name}' if code < 0
+           else f'exited with status {code}')
+    hint = ' (SIGKILL: most often the kernel, out of memory)' if code == -signal.SIGKILL else ''
+    os.makedirs(d, exist_ok=True)
+    common.write_json(os.path.join(d, 'error.json'), {
+        'type': 'CellProcessDied', 'message': f'the cell process {how}{hint} after '
+        f'{time.time() - t0:.0f} s; peak resident memory {peak_mib:.0f} MiB',
+        'traceback': '', 'time_s': time.time() - t0, 'config': None, 'exit_status': code,
+        'peak_rss_mib': peak_mib})
+    state = cell_state(workdir, cell)
+    log(f'{prefix} FAILED: {state["error"]}')
+  return state
+
+
 def _what_is_run(config: dict) -> dict:
   """The config without its execution fields (EXECUTION_FIELDS), which do not make a cell stale,
   and without fields at their ADDED_FIELDS default (a cell run before the field existed)."""
@@ -307,7 +373,8 @@ def _write_index(sweep, workdir: str, cells: Sequence[Cell], states: dict,
 def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[str] = None,
               retry_failed: bool = True, stale: str = 'error',
               progress: Optional[Callable[[Cell, dict], None]] = None,
-              log: Callable[[str], None] = print, command: Optional[str] = None) -> dict:
+              log: Callable[[str], None] = print, command: Optional[str] = None,
+              isolate: bool = False) -> dict:
   """Runs every cell of `sweep` not yet done; returns {cell name: state} for the selected cells.
 
   Args:
@@ -318,6 +385,8 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
     progress: called as progress(cell, metrics_line) after every round of every cell run now.
     log: where the progress lines go.
     command: the command that runs this sweep (recorded in sweep.json for the report).
+    isolate: run each cell in its own Python process (`run_cell_isolated`); `progress` is then not
+      called (the cell's progress lines still reach `log`).
   """
   if stale not in STALE_POLICIES:
     raise ValueError(f'stale={stale!r} is invalid; allowed: {", ".join(STALE_POLICIES)}')
@@ -326,11 +395,11 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, only: Optional[
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.Lock(workdir):     # one sweep at a time on a workdir (a second: WorkdirBusy)
     return _run_sweep_locked(sweep, workdir, all_cells, only, retry_failed, stale, progress, log,
-                             command)
+                             command, isolate)
 
 
 def _run_sweep_locked(sweep, workdir, all_cells, only, retry_failed, stale, progress, log,
-                      command) -> dict:
+                      command, isolate) -> dict:
   from fedjax_intrinsic import algorithms
   cells = [c for c in all_cells if only is None or re.search(only, c.name)]
   states = {c.name: cell_state(workdir, c) for c in cells}
@@ -358,7 +427,10 @@ def _run_sweep_locked(sweep, workdir, all_cells, only, retry_failed, stale, prog
     log(f'{prefix} starting')
     hook = None if progress is None else (lambda line, c=c: progress(c, line))
     try:
-      states[c.name] = run_cell(sweep, c, workdir, progress=hook, log=log, prefix=prefix)
+      if isolate:
+        states[c.name] = run_cell_isolated(sweep, c, workdir, log=log, prefix=prefix)
+      else:
+        states[c.name] = run_cell(sweep, c, workdir, progress=hook, log=log, prefix=prefix)
     except BaseException:
       log(f'{prefix} interrupted; run the same command again to resume from this cell')
       raise
@@ -429,7 +501,7 @@ def main(argv):
     command += f' --workdir={f.workdir}'
   try:
     states = run_sweep(sweep, workdir, only=f.only, retry_failed=f.retry_failed, stale=f.stale,
-                       log=log, command=command)
+                       log=log, command=command, isolate=f.isolate)
   except ValueError as e:    # a done cell whose config changed (--stale)
     cli.refuse(e)
   failed = [n for n, s in states.items() if s['status'] == 'failed']
@@ -449,6 +521,8 @@ if __name__ == '__main__':
   flags.DEFINE_bool('retry_failed', True, 'Run cells that failed before again.')
   flags.DEFINE_enum('stale', 'error', STALE_POLICIES, 'A done cell whose config changed: stop '
                     '(error), recompute it (rerun) or keep its result (keep).')
+  flags.DEFINE_bool('isolate', True, 'Run each cell in its own Python process (no memory carried '
+                    'between cells; a cell killed for memory is recorded as failed).')
   flags.DEFINE_bool('list', False, 'List the cells and their status, run nothing.')
   flags.DEFINE_bool('dry_run', False, 'Build and validate every cell config, run nothing.')
   flags.DEFINE_bool('pack', False, 'Pack the cell directories into cells.jsonl, curves.jsonl and '

@@ -10,11 +10,17 @@ from benchmarks import sweep as sweep_lib
 # A tiny experiment (digits, logistic regression, 3 rounds); `lr=` sets the server rate so that a
 # grid entry can make a real NaN.
 TINY_CONFIG = '''
+import os
+import signal
+
 from fedjax_intrinsic import config as config_lib, preflight
 
 
 def get_config(arg=None):
   values = config_lib.parse_arg(arg)
+  pid = values.pop('die_unless_pid', None)    # a cell whose process the system kills (as for OOM)
+  if pid is not None and int(pid) != os.getpid():
+    os.kill(os.getpid(), signal.SIGKILL)
   c = config_lib.base_config()
   c.data.name = 'digits'
   c.data.num_clients = 100
@@ -203,3 +209,25 @@ def test_diverged_failed_and_skipped_cells_are_recorded_and_the_sweep_goes_on(ex
   again = sweep_lib.run_sweep(s, work, log=log.append)
   assert again[failed]['status'] == 'failed' and again[ok]['status'] == 'finished'
   assert any(f'{failed}: starting' in line for line in log[-6:])
+
+
+def test_isolated_cells_match_in_process_and_a_killed_cell_is_failed(experiment, tmp_path):
+  grid = ['method=uncompressed', f'method=uncompressed,die_unless_pid={os.getpid()}']
+  s = tiny_sweep(experiment, grid)
+  ok, killed = sweep_lib.expand(s)
+  inline = str(tmp_path / 'inline')
+  sweep_lib.run_sweep(s, inline, only=f'^{ok.name}$', log=lambda _: None)
+  work = str(tmp_path / 'isolated')
+  log = []
+  states = sweep_lib.run_sweep(s, work, log=log.append, isolate=True)
+  assert states[ok.name]['status'] == 'finished'
+  assert (metrics_without_time(os.path.join(work, ok.name, 'metrics.jsonl'))
+          == metrics_without_time(os.path.join(inline, ok.name, 'metrics.jsonl')))
+  cell = json.load(open(os.path.join(work, ok.name, 'cell.json')))
+  assert cell['exit_status'] == 0 and 50 < cell['peak_rss_mib'] < 64 * 1024
+  assert states[killed.name]['status'] == 'failed'
+  assert 'killed by signal SIGKILL' in states[killed.name]['error']
+  error = json.load(open(os.path.join(work, killed.name, 'error.json')))
+  assert error['type'] == 'CellProcessDied' and 'out of memory' in error['message']
+  assert error['exit_status'] == -9
+  assert log[-1] == 'sweep tiny: 1 failed, 1 finished'
