@@ -280,11 +280,11 @@ _CHILD = ('import pickle, sys\n'
           'sweep._run_cell_child(*pickle.load(sys.stdin.buffer))\n')
 
 
-def _run_cell_child(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str, prefix: str) -> None:
+def _run_cell_child(sweep: ml_collections.ConfigDict, cell: dict, workdir: str, prefix: str) -> None:
   """The body of `run_cell_isolated`'s process: runs the cell, its lines on stderr."""
   from fedjax_intrinsic import cli
   cli.quiet_logs()
-  run_cell(sweep, cell, workdir, log=lambda s: print(s, file=sys.stderr, flush=True),
+  run_cell(sweep, Cell(**cell), workdir, log=lambda s: print(s, file=sys.stderr, flush=True),
            prefix=prefix)
 
 
@@ -303,7 +303,8 @@ def run_cell_isolated(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str
   env['PYTHONPATH'] = os.pathsep.join(p for p in (common.REPO_ROOT, env.get('PYTHONPATH')) if p)
   child = subprocess.Popen([sys.executable, '-c', _CHILD], stdin=subprocess.PIPE, env=env)
   try:
-    child.stdin.write(pickle.dumps((sweep, cell, workdir, prefix)))
+    # The cell as a dict: `Cell` may be __main__.Cell here (python -m benchmarks.sweep).
+    child.stdin.write(pickle.dumps((sweep, cell._asdict(), workdir, prefix)))
     child.stdin.close()
     _, status, usage = os.wait4(child.pid, 0)
   except BaseException:          # Ctrl-C (which the child got too) or an error here: stop it
