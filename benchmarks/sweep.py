@@ -47,6 +47,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -280,9 +281,20 @@ _CHILD = ('import pickle, sys\n'
           'sweep._run_cell_child(*pickle.load(sys.stdin.buffer))\n')
 
 
-def _run_cell_child(sweep: ml_collections.ConfigDict, cell: dict, workdir: str, prefix: str) -> None:
+def _exit_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+  """Ends this process soon after `parent` is gone (a killed sweep leaves no cell running on)."""
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(every_s)
+    os._exit(3)
+  threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_cell_child(sweep: ml_collections.ConfigDict, cell: dict, workdir: str, prefix: str,
+                    parent: int) -> None:
   """The body of `run_cell_isolated`'s process: runs the cell, its lines on stderr."""
   from fedjax_intrinsic import cli
+  _exit_when_orphaned(parent)
   cli.quiet_logs()
   run_cell(sweep, Cell(**cell), workdir, log=lambda s: print(s, file=sys.stderr, flush=True),
            prefix=prefix)
@@ -293,7 +305,8 @@ def run_cell_isolated(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str
   """`run_cell` in a fresh Python process; returns the state its files then give (`cell_state`).
 
   The process inherits the environment and working directory; its stderr (the cell's progress
-  lines) passes through. Its peak resident memory (getrusage of that child) and exit status are
+  lines) passes through; it ends itself when this process dies (a killed sweep leaves no cell
+  running on). Its peak resident memory (getrusage of that child) and exit status are
   added to `<cell>/cell.json`. A process that dies without recording a result (killed by a signal,
   for example by the kernel when memory runs out) leaves an error.json saying so: the cell is
   'failed' and is tried again when the sweep is started again.
@@ -304,7 +317,7 @@ def run_cell_isolated(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str
   child = subprocess.Popen([sys.executable, '-c', _CHILD], stdin=subprocess.PIPE, env=env)
   try:
     # The cell as a dict: `Cell` may be __main__.Cell here (python -m benchmarks.sweep).
-    child.stdin.write(pickle.dumps((sweep, cell._asdict(), workdir, prefix)))
+    child.stdin.write(pickle.dumps((sweep, cell._asdict(), workdir, prefix, os.getpid())))
     child.stdin.close()
     _, status, usage = os.wait4(child.pid, 0)
   except BaseException:          # Ctrl-C (which the child got too) or an error here: stop it

@@ -231,3 +231,32 @@ def test_isolated_cells_match_in_process_and_a_killed_cell_is_failed(experiment,
   assert error['type'] == 'CellProcessDied' and 'out of memory' in error['message']
   assert error['exit_status'] == -9
   assert log[-1] == 'sweep tiny: 1 failed, 1 finished'
+
+
+def test_a_cell_process_ends_when_its_sweep_dies():
+  import subprocess
+  import sys
+  import time
+  # A parent starts a child that watches it, waits until the watch runs, then dies; the child
+  # (which would sleep a minute) must end soon after.
+  code = ('import os, subprocess, sys\n'
+          'child = subprocess.Popen([sys.executable, "-c", "import sys, time; '
+          'from benchmarks import sweep; sweep._exit_when_orphaned(int(sys.argv[1]), 0.05); '
+          'print(flush=True); time.sleep(60)", str(os.getpid())], stdout=subprocess.PIPE)\n'
+          'child.stdout.readline()\n'
+          'print(child.pid, flush=True)\n')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  pid = int(out.stdout.split()[0])
+
+  def running():
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+      return False
+
+  deadline = time.time() + 30
+  while running() and time.time() < deadline:
+    time.sleep(0.1)
+  assert not running()
