@@ -114,9 +114,11 @@ class Finder:
   """Runs the probes as cells of one growing sweep in `workdir` (resumable)."""
 
   def __init__(self, experiment: str, experiment_arg: str, workdir: str, name: str, metric: str,
-               seeds: Sequence[int], overrides: Sequence[str], log: Callable[[str], None] = print):
+               seeds: Sequence[int], overrides: Sequence[str], log: Callable[[str], None] = print,
+               isolate: bool = False):
     self.workdir = workdir
     self.log = log
+    self.isolate = isolate
     self.sweep = ml_collections.ConfigDict({
         'name': name, 'experiment': experiment, 'experiment_arg': experiment_arg, 'grid': (),
         'seeds': tuple(seeds), 'overrides': tuple(overrides), 'metric': metric, 'reference': ''})
@@ -129,7 +131,7 @@ class Finder:
     only = '^' + re.escape(sweep_lib.expand(_one(self.sweep, entry))[0].name.rsplit('__seed=', 1)[0]) \
         + '__seed='
     states = sweep_lib.run_sweep(self.sweep, self.workdir, only=only, log=self.log,
-                                 command=self.command)
+                                 command=self.command, isolate=self.isolate)
     values, summary = [], None
     for cell in sweep_lib.expand(_one(self.sweep, entry)):
       if states[cell.name]['status'] != 'finished':
@@ -151,13 +153,16 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
          fraction: float, method: str = 'intrinsic_static', d_start: int = 16,
          d_max: Optional[int] = None, resolution: float = 0.05, seeds: Sequence[int] = (0,),
          overrides: Sequence[str] = (), log: Callable[[str], None] = print,
-         command: Optional[str] = None) -> dict:
-  """Runs (or resumes) the search and writes intrinsic_dim.{json,md} and metric_vs_d.png."""
+         command: Optional[str] = None, isolate: bool = False) -> dict:
+  """Runs (or resumes) the search and writes intrinsic_dim.{json,md} and metric_vs_d.png.
+
+  isolate: run each probe's cells in their own Python process (benchmarks.sweep.run_cell_isolated).
+  """
   if not 0 < fraction <= 1:
     raise ValueError(f'fraction={fraction!r} is invalid; allowed: 0 < fraction <= 1')
   if method not in INTRINSIC:
     raise ValueError(f'method={method!r} is invalid; allowed: {", ".join(INTRINSIC)}')
-  finder = Finder(experiment, experiment_arg, workdir, name, metric, seeds, overrides, log)
+  finder = Finder(experiment, experiment_arg, workdir, name, metric, seeds, overrides, log, isolate)
   finder.command = command
   base, base_values, base_summary = finder.value(_entry('uncompressed'))
   if not math.isfinite(base):
@@ -365,7 +370,8 @@ def main(argv):
     out = find(experiment, arg, workdir, name=f.name, metric=f.metric, fraction=f.fraction,
                method=f.method, d_start=f.d_start, d_max=f.d_max or None,
                resolution=f.resolution, seeds=seeds, overrides=tuple(f.override or ()),
-               log=lambda s: print(s, file=sys.stderr, flush=True), command=command)
+               log=lambda s: print(s, file=sys.stderr, flush=True), command=command,
+               isolate=f.isolate)
   except config_lib.ConfigError as e:
     cli.refuse(e)
   print(markdown(out, workdir))
@@ -386,5 +392,7 @@ if __name__ == '__main__':
   flags.DEFINE_integer('d_max', 0, 'Largest d tried (0: D).')
   flags.DEFINE_float('resolution', 0.05, 'Stop bisecting at interval width <= resolution x d.')
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated seeds; a probe takes their mean.')
+  flags.DEFINE_bool('isolate', True, 'Run each cell in its own Python process (benchmarks.sweep '
+                    '--isolate).')
   flags.DEFINE_multi_string('override', None, 'field.path=value set on every cell (repeatable).')
   app.run(main, flags_parser=cli.flags_parser(None))
