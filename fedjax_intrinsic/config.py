@@ -117,10 +117,8 @@ def validate_run(config: ml_collections.ConfigDict) -> None:
     fields.fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
                 f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
                 'counters)')
-  num_clients = config.data.get('num_clients')
-  if num_clients is not None:
-    if not fields.is_int(num_clients, 1):
-      fields.fail('data.num_clients', num_clients, 'a positive integer')
+  num_clients = config.data.get('num_clients')   # its own rule: its data set's (data.validate)
+  if fields.is_int(num_clients, 1):
     if config.clients_per_round > num_clients:
       fields.fail('clients_per_round', config.clients_per_round,
                   f'at most data.num_clients={num_clients}')

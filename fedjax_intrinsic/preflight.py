@@ -12,10 +12,11 @@ argument (`method=NAME` sets that method's declared defaults, other keys set fie
 
 `check(config, workdir)`, in order, all of them pure or reading metadata only:
   1. `validate`: every field on its own (types, choices, finite ranges; rounds and seeds within
-     what a run can hold: `config.validate_run`), the registry names, and the method's declared
-     fields and rules (`algorithms.validate`);
+     what a run can hold: `config.validate_run`), the registry names, the data set's and the
+     model's declared options (`data.validate`, `models.validate`: docs/options.md), and the
+     method's declared fields and rules (`algorithms.validate`: docs/methods.md);
   2. `check_resources`: data directories and files, pretrained checkpoints;
-  3. the data options against the data set's metadata (partition, alpha, client counts);
+  3. the partition options against the data set's metadata (client counts, shards, examples);
   4. the model: its options, then D from `jax.eval_shape` of its init (traced, never compiled),
      when the data set's example shape is known from metadata (`data_spec`);
   5. the method's size rules that need D (d <= D, k <= D, feedback with k = D, ...), and the
@@ -30,7 +31,6 @@ value and the allowed values; anything else raised here is a bug and keeps its t
 import ast
 import contextlib
 import importlib.util
-import inspect
 import math
 import os
 import re
@@ -217,12 +217,12 @@ def parse_value(old: Any, text: str, field: str) -> Any:
 
 
 def _option_defaults(config: ml_collections.ConfigDict, node: str) -> dict:
-  """The options data set / model `config.<node>.name` accepts, with their defaults ({} if unknown)."""
+  """The options data set / model `config.<node>.name` declares, with their defaults ({} if
+  unknown)."""
   from fedjax_intrinsic import data, models
   name = config[node].get('name')
   if node == 'data' and name in data.DATASETS:
-    params = inspect.signature(data._loader(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in ('key', 'name')}
+    return fields.defaults(data.fields_of(name))
   if node == 'model' and name in models.MODELS:
     return models.options(name)
   return {}
@@ -254,8 +254,6 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
       raise ConfigError(f'{field}.{dotted}={text!r} is invalid: no field {dotted!r}; allowed: '
                         f'{", ".join((".".join(parts[:-1] + [k])) for k in allowed)}')
     old = options[last]
-    if old is inspect.Parameter.empty:
-      old = None
   value = parse_value(old, text, dotted)
   with node.ignore_type():
     node[last] = value
@@ -267,7 +265,8 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
 def validate(config: ml_collections.ConfigDict) -> None:
   """Every field on its own, pure (reads the config and the registries, loads nothing): the run's
   fields (`config.validate_run`), the names the registries hold (data.name, model.name,
-  method.name, simulation.client_parallelism), then the method's declared fields and its rules
+  method.name, simulation.client_parallelism), the data set's and the model's declared options
+  (`data.validate`, `models.validate`), then the method's declared fields and its rules
   (`algorithms.validate`); raises ConfigError."""
   from fedjax_intrinsic import algorithms, data, models, simulation
   config_lib.validate_run(config)
@@ -277,6 +276,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     group, key = field.split('.')
     if config[group][key] not in names:
       fields.fail(field, config[group][key], ', '.join(names))
+  data.validate(config)
+  models.validate(config)
   algorithms.validate(config)
 
 
@@ -331,51 +332,31 @@ def data_spec(config) -> Optional[tuple]:
 
 
 def check_data_options(config, num_train: Optional[int] = None) -> None:
-  """The partition options (the ones any loader with a `partition` takes), against metadata."""
-  from fedjax_intrinsic.data import partitions
+  """The partition options (the ones any loader with a `partition` takes) against the data set's
+  metadata: the bounds that need its `num_train` training examples. Each option on its own was
+  checked against its declaration (`data.validate`)."""
   d = config.data
   defaults = _option_defaults(config, 'data')
-  for key in d.keys():
-    if key == 'name':
-      continue
-    if key not in defaults:
-      raise ConfigError(f'data.{key}={d[key]!r} is invalid for data.name={d.name!r}; allowed '
-                        f'options: {", ".join("data." + k for k in defaults) or "none"}')
-    old, value = defaults[key], d[key]
-    if old is inspect.Parameter.empty or old is None or value is None:
-      continue
-    if not fields.same_kind(old, value):
-      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {fields.type_name(old)}')
   if 'partition' not in defaults:
     return
   get = lambda k: d.get(k, defaults[k])
   partition = get('partition')
-  if partition not in partitions.PARTITIONS:
-    raise ConfigError(f'data.partition={partition!r} is invalid; allowed: '
-                      f'{", ".join(partitions.PARTITIONS)}')
   n = get('num_clients')
-  if not fields.is_int(n, 1, num_train or None):
-    bound = f' <= the {num_train} training examples' if num_train else ''
-    raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer{bound}')
+  if num_train and n > num_train:
+    raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer <= the '
+                      f'{num_train} training examples')
   if config.clients_per_round > n:
     raise ConfigError(f'clients_per_round={config.clients_per_round} is invalid; allowed: at most '
                       f'data.num_clients={n}')
-  if partition == 'dirichlet':
-    alpha = get('alpha')
-    if not fields.is_number(alpha, 0, lo_open=True):
-      raise ConfigError(f'data.alpha={alpha!r} is invalid with data.partition=dirichlet; allowed: '
-                        'a finite number > 0')
   if partition == 'shards':
     s = get('shards_per_client')
-    if not fields.is_int(s, 1) or (num_train and s * n > num_train):
-      bound = f' with data.num_clients * shards_per_client <= {num_train}' if num_train else ''
-      raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive '
-                        f'integer{bound}')
-  if partition == 'single_class' and get('examples_per_client') is not None:
-    e = get('examples_per_client')
-    if not fields.is_int(e, 1, num_train or None):
-      raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer'
-                        f'{f" <= {num_train}" if num_train else ""}, or None')
+    if num_train and s * n > num_train:
+      raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive integer '
+                        f'with data.num_clients * shards_per_client <= {num_train}')
+  e = get('examples_per_client') if partition == 'single_class' else None
+  if num_train and e is not None and e > num_train:
+    raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer '
+                      f'<= {num_train}, or None')
 
 
 def _dotted(msg: str, group: str, options) -> str:
@@ -406,11 +387,7 @@ def model_shapes(config, input_shape, num_classes):
   import jax.numpy as jnp
   from fedjax_intrinsic import models
   options = models.options(config.model.name)
-  opts = {k: v for k, v in config.model.items() if k != 'name'}
-  for k in opts:
-    if k not in options:
-      raise ConfigError(f'model.{k}={opts[k]!r} is invalid for model.name={config.model.name!r}; '
-                        f'allowed options: {", ".join("model." + o for o in options) or "none"}')
+  opts = {k: v for k, v in config.model.items() if k != 'name'}   # declared: models.validate
   try:   # the builders validate their options (one-line ValueErrors) and run nothing
     model = models.get(config.model.name, input_shape=tuple(input_shape), num_classes=num_classes,
                        **opts)
