@@ -166,8 +166,8 @@ def base_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fields.defaults(FIELDS))
 
 
-def parse_arg(arg: str | None) -> dict:
-  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': 1000} (ints and floats parsed)."""
+def split_arg(arg: str | None) -> dict:
+  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': '1000'} (the values as text)."""
   out = {}
   for item in filter(None, (arg or '').split(',')):
     if '=' not in item:
@@ -176,13 +176,22 @@ def parse_arg(arg: str | None) -> dict:
     if not key.strip():
       raise ConfigError(f'config argument {item!r} has no key; allowed: key=value pairs separated '
                         'by commas')
+    out[key.strip()] = value
+  return out
+
+
+def parse_arg(arg: str | None) -> dict:
+  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': 1000} (ints and floats parsed, for a
+  config file's own keys; preflight.apply_arg parses a field's value by the field's type)."""
+  out = split_arg(arg)
+  for key, value in out.items():
     for cast in (int, float):
       try:
         value = cast(value)
         break
       except ValueError:
         pass
-    out[key.strip()] = value
+    out[key] = value
   return out
 
 

@@ -8,7 +8,8 @@ file without `get_config` are ConfigErrors), `get_config(arg)`, then every `--co
 override parsed as the type of the field it replaces (an unknown field, a float for an int, text for
 a number are ConfigErrors; data and model options the loader or model accepts may be added).
 `apply_arg(config, arg)`: what a config file's `get_config` does with its `:key=value,...`
-argument (`method=NAME` sets that method's declared defaults, other keys set fields).
+argument (`method=NAME` sets that method's declared defaults, other keys set fields). Both read a
+value's text with the one `parse_value` (its docstring: the rules for each type).
 
 `check(config, workdir)`, in order, all of them pure or reading metadata only:
   1. `validate`: every field on its own (types, choices, finite ranges; rounds and seeds within
@@ -102,31 +103,6 @@ def load_config(spec: str, overrides: Sequence[tuple[str, str]] = (),
   return config
 
 
-def _cast_like(old, value, field: str):
-  """`value` (parsed from a config argument) as the type of the field's default `old`."""
-  if isinstance(old, bool):
-    text = str(value).lower()
-    if text not in ('true', 'false', '1', '0'):
-      fields.fail(field, value, fields.type_name(old))
-    return text in ('true', '1')
-  if old is None:
-    return value
-  if isinstance(old, int):       # never round: a float given for an integer field is refused
-    if not fields.is_int(value):
-      fields.fail(field, value, fields.type_name(old))
-    return value
-  if isinstance(old, float):
-    if not fields.is_real(value):
-      fields.fail(field, value, fields.type_name(old))
-    return float(value)
-  if isinstance(old, str):
-    return str(value)
-  try:
-    return type(old)(value)
-  except (TypeError, ValueError):
-    fields.fail(field, value, f'a value of type {type(old).__name__}')
-
-
 def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
               budgets: Optional[dict] = None) -> ml_collections.ConfigDict:
   """Applies a config-file argument such as 'method=fedavg,model=mlp,rounds=50,d=1000'.
@@ -136,7 +112,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
   names; any other key sets the method field of that name, else the top-level field of that name.
   """
   from fedjax_intrinsic import algorithms
-  values = config_lib.parse_arg(arg)
+  values = config_lib.split_arg(arg)       # text; each value is parsed as its field's type
   name = values.pop('method', None)
   if name is None and budgets is not None:
     name = config.method.name
@@ -150,9 +126,9 @@ def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
       config[key].name = values.pop(key)
   for key, value in values.items():
     if key in config.method:
-      config.method[key] = _cast_like(config.method[key], value, f'method.{key}')
+      config.method[key] = parse_value(config.method[key], value, f'method.{key}')
     elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
-      config[key] = _cast_like(config[key], value, key)
+      config[key] = parse_value(config[key], value, key)
     else:
       allowed = sorted(['method', 'model', 'data'] + [k for k in config.method.keys() if k != 'name'] +
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
@@ -173,19 +149,26 @@ def _literal(text: str) -> Any:
 def parse_value(old: Any, text: str, field: str) -> Any:
   """`text` as a value of the type of `old` (the field's current value); ConfigError otherwise.
 
-  bool: true/false/1/0; int: an integer literal (no float, no rounding); float: any finite or
-  non-finite number (ranges are checked by validate); str: the text; tuple/list: a Python literal
-  whose items have the old items' type; None: a Python literal, else the text.
+  The one reader of config text: a dotted override's value (`set_field`) and each value of a
+  config argument (`apply_arg`).
+  - bool: true, false, 1 or 0, in any case; nothing else (no surrounding spaces, no '01', 'yes').
+  - int: a base-10 integer literal as Python's int() reads it (a sign, surrounding spaces, single
+    '_' between digits); a float is refused, never rounded.
+  - float: what Python's float() reads, inf and nan included: the field's declared range refuses
+    them (`validate`, naming the range).
+  - str: the text as given.
+  - tuple / list: a Python literal, or one bare item, whose items have the old items' type.
+  - None (a field without a value yet): a Python literal (None, True, 5, [3], ...), else the text.
   """
   bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {fields.type_name(old)}')
   if isinstance(old, bool):
-    low = text.strip().lower()
+    low = text.lower()
     if low not in ('true', 'false', '1', '0'):
       raise bad()
     return low in ('true', '1')
   if isinstance(old, int):
     try:
-      return int(text.strip().replace('_', ''), 10)
+      return int(text, 10)
     except ValueError:
       raise bad() from None
   if isinstance(old, float):
