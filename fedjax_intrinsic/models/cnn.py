@@ -43,11 +43,6 @@ OPTIONS = {      # the builder's options, declared once (config model.*)
 }
 
 
-def ints(value) -> tuple:
-  """An `Ints` option's value as a tuple of ints (a bare integer is a one-item tuple)."""
-  return (int(value),) if fields.is_int(value) else tuple(int(v) for v in value)
-
-
 class Conv(nn.Module):
   """Stride-1 'SAME' conv. x: f32[B, H, W, C_in] -> f32[B, H, W, features].
 
@@ -167,7 +162,7 @@ def build(*, input_shape: tuple, num_classes: int, features: Sequence[int] = (32
   if len(input_shape) != 3:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for cnn; allowed: (H, W, C)')
   fields.check(OPTIONS, locals(), 'model.')
-  features, dense = ints(features), ints(dense)
+  features, dense = base.ints(features), base.ints(dense)
   conv_impl = resolve_conv_impl(conv_impl)
   check_groups(norm, num_groups, features)
   side = min(input_shape[:2]) // 2 ** len(features)

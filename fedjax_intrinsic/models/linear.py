@@ -40,6 +40,6 @@ def build_logreg(*, input_shape: tuple, num_classes: int) -> base.Model:
 def build_mlp(*, input_shape: tuple, num_classes: int,
               hidden: Sequence[int] = (128,)) -> base.Model:
   fields.check(MLP_OPTIONS, locals(), 'model.')
-  hidden = (int(hidden),) if fields.is_int(hidden) else tuple(int(h) for h in hidden)
+  hidden = base.ints(hidden)
   module = MLP(num_classes=num_classes, hidden=hidden)
   return base.from_module('mlp', 'classification', module, input_shape, num_classes)
