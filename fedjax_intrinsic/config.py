@@ -117,10 +117,8 @@ def validate_run(config: ml_collections.ConfigDict) -> None:
     fields.fail('rounds', config.rounds, f'1 .. {max_rounds():,} (per-round tables of '
                 f'{BYTES_PER_ROUND} bytes within a quarter of this machine\'s memory; int32 round '
                 'counters)')
-  num_clients = config.data.get('num_clients')
-  if num_clients is not None:
-    if not fields.is_int(num_clients, 1):
-      fields.fail('data.num_clients', num_clients, 'a positive integer')
+  num_clients = config.data.get('num_clients')   # its own rule: its data set's (data.validate)
+  if fields.is_int(num_clients, 1):
     if config.clients_per_round > num_clients:
       fields.fail('clients_per_round', config.clients_per_round,
                   f'at most data.num_clients={num_clients}')
@@ -168,8 +166,8 @@ def base_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fields.defaults(FIELDS))
 
 
-def parse_arg(arg: str | None) -> dict:
-  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': 1000} (ints and floats parsed)."""
+def split_arg(arg: str | None) -> dict:
+  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': '1000'} (the values as text)."""
   out = {}
   for item in filter(None, (arg or '').split(',')):
     if '=' not in item:
@@ -178,13 +176,22 @@ def parse_arg(arg: str | None) -> dict:
     if not key.strip():
       raise ConfigError(f'config argument {item!r} has no key; allowed: key=value pairs separated '
                         'by commas')
+    out[key.strip()] = value
+  return out
+
+
+def parse_arg(arg: str | None) -> dict:
+  """'method=fedavg,d=1000' -> {'method': 'fedavg', 'd': 1000} (ints and floats parsed, for a
+  config file's own keys; preflight.apply_arg parses a field's value by the field's type)."""
+  out = split_arg(arg)
+  for key, value in out.items():
     for cast in (int, float):
       try:
         value = cast(value)
         break
       except ValueError:
         pass
-    out[key.strip()] = value
+    out[key] = value
   return out
 
 

@@ -15,7 +15,8 @@ a generated table (`markdown_table`; docs/methods.md is made from the methods' d
 A spec is a dict name -> Field, or name -> a nested spec (a group of fields, a ConfigDict in the
 config). Kinds: 'int' (an integer, never a bool), 'number' (a finite int or float, never a bool;
 its default is a float, so the ConfigDict field is a float), 'bool', 'choice' (one of `choices`),
-'text' (a string). `also` lists values allowed besides the kind and range (0 = off, None = unset);
+'text' (a string), 'ints' (a tuple or list of integers in the range, non-empty when declared
+so; a bare integer stands for a one-item tuple). `also` lists values allowed besides the kind and range (0 = off, None = unset);
 `test` is one more predicate on a value of the right kind and range (rows odd); `note` is appended
 to the generated allowed text and `allowed` replaces it. Rules between fields (error feedback
 needs a quantiser, ...) stay in the code that owns them.
@@ -102,6 +103,7 @@ class Field(NamedTuple):
   note: str = ''
   allowed: str = ''
   doc: str = ''
+  nonempty: bool = False        # 'ints': () is refused
 
   def ok(self, value) -> bool:
     """`value` is allowed (its kind, range or choices, `test`, or one of `also`)."""
@@ -118,9 +120,13 @@ class Field(NamedTuple):
       good = any(type(value) is type(c) and value == c for c in self.choices)
     elif self.kind == 'text':
       good = isinstance(value, str)
+    elif self.kind == 'ints':
+      items = (value,) if is_int(value) else value
+      good = (isinstance(items, (tuple, list)) and (bool(items) or not self.nonempty)
+              and all(is_int(v, self.lo, self.hi, self.lo_open, self.hi_open) for v in items))
     else:
       raise ValueError(f'kind={self.kind!r} is not a field kind; allowed: int, number, bool, '
-                       'choice, text')
+                       'choice, text, ints')
     return good and (self.test is None or bool(self.test(value)))
 
   def describe(self, name: str) -> str:
@@ -145,6 +151,10 @@ class Field(NamedTuple):
       text = 'True or False'
     elif self.kind == 'choice':
       text = ', '.join(str(c) for c in self.choices)
+    elif self.kind == 'ints':
+      item = ('positive integers' if self.lo == 1 and self.hi is None and not self.lo_open
+              else one_sided('integers'))
+      text = f'a {"non-empty " if self.nonempty else ""}tuple of {item}'
     else:
       text = 'a string'
     if self.also:
@@ -162,28 +172,39 @@ def Int(default: int, lo=None, hi=None, *, lo_open=False, hi_open=False, also=()
   return Field(default, 'int', lo, hi, lo_open, hi_open, (), tuple(also), test, note, allowed, doc)
 
 
-def Number(default: float, lo=None, hi=None, *, lo_open=False, hi_open=False, also=(), test=None,
+def Number(default: Optional[float], lo=None, hi=None, *, lo_open=False, hi_open=False, also=(), test=None,
            note='', allowed='', doc='') -> Field:
-  """A finite-number field; its default is stored as a float (a float field in the ConfigDict)."""
-  return Field(float(default), 'number', lo, hi, lo_open, hi_open, (), tuple(also), test, note,
+  """A finite-number field; its default is stored as a float (a float field in the ConfigDict),
+  or None with `also=(None,)`."""
+  return Field(default if default is None else float(default), 'number', lo, hi, lo_open, hi_open, (), tuple(also), test, note,
                allowed, doc)
 
 
-def Bool(default: bool, *, note='', doc='') -> Field:
-  return Field(bool(default), 'bool', note=note, doc=doc)
+def Bool(default: Optional[bool], *, also=(), note='', doc='') -> Field:
+  """True or False (1 and 0 are refused); `also=(None,)` allows None (unset), the default then."""
+  return Field(default if default is None else bool(default), 'bool', also=tuple(also), note=note,
+               doc=doc)
 
 
-def Choice(default: Any, choices, *, note='', doc='') -> Field:
+def Choice(default: Any, choices, *, also=(), note='', doc='') -> Field:
   """One of `choices` (compared by type and value: True is not 1)."""
   choices = tuple(choices)
-  if default not in choices:
+  if default not in choices + tuple(also):
     raise ValueError(f'default={default!r} is not one of the choices {choices}')
-  return Field(default, 'choice', choices=choices, note=note, doc=doc)
+  return Field(default, 'choice', choices=choices, also=tuple(also), note=note, doc=doc)
 
 
-def Text(default: str, *, note='', allowed='', doc='') -> Field:
+def Text(default: Optional[str], *, also=(), note='', allowed='', doc='') -> Field:
   """Any string (a name whose registry is checked elsewhere, a path, ...)."""
-  return Field(default, 'text', note=note, allowed=allowed, doc=doc)
+  return Field(default, 'text', also=tuple(also), note=note, allowed=allowed, doc=doc)
+
+
+def Ints(default: tuple, lo=None, hi=None, *, nonempty=False, also=(), note='', allowed='',
+         doc='') -> Field:
+  """A tuple (or list) of integers, each in the range (layer widths); `nonempty` refuses ().
+  A bare integer is allowed and means a one-item tuple (the builder makes it one)."""
+  return Field(tuple(default), 'ints', lo, hi, also=tuple(also), note=note, allowed=allowed,
+               doc=doc, nonempty=nonempty)
 
 
 def defaults(spec: Mapping) -> dict:

@@ -8,14 +8,16 @@ file without `get_config` are ConfigErrors), `get_config(arg)`, then every `--co
 override parsed as the type of the field it replaces (an unknown field, a float for an int, text for
 a number are ConfigErrors; data and model options the loader or model accepts may be added).
 `apply_arg(config, arg)`: what a config file's `get_config` does with its `:key=value,...`
-argument (`method=NAME` sets that method's declared defaults, other keys set fields).
+argument (`method=NAME` sets that method's declared defaults, other keys set fields). Both read a
+value's text with the one `parse_value` (its docstring: the rules for each type).
 
 `check(config, workdir)`, in order, all of them pure or reading metadata only:
   1. `validate`: every field on its own (types, choices, finite ranges; rounds and seeds within
-     what a run can hold: `config.validate_run`), the registry names, and the method's declared
-     fields and rules (`algorithms.validate`);
+     what a run can hold: `config.validate_run`), the registry names, the data set's and the
+     model's declared options (`data.validate`, `models.validate`: docs/options.md), and the
+     method's declared fields and rules (`algorithms.validate`: docs/methods.md);
   2. `check_resources`: data directories and files, pretrained checkpoints;
-  3. the data options against the data set's metadata (partition, alpha, client counts);
+  3. the partition options against the data set's metadata (client counts, shards, examples);
   4. the model: its options, then D from `jax.eval_shape` of its init (traced, never compiled),
      when the data set's example shape is known from metadata (`data_spec`);
   5. the method's size rules that need D (d <= D, k <= D, feedback with k = D, ...), and the
@@ -30,7 +32,6 @@ value and the allowed values; anything else raised here is a bug and keeps its t
 import ast
 import contextlib
 import importlib.util
-import inspect
 import math
 import os
 import re
@@ -102,31 +103,6 @@ def load_config(spec: str, overrides: Sequence[tuple[str, str]] = (),
   return config
 
 
-def _cast_like(old, value, field: str):
-  """`value` (parsed from a config argument) as the type of the field's default `old`."""
-  if isinstance(old, bool):
-    text = str(value).lower()
-    if text not in ('true', 'false', '1', '0'):
-      fields.fail(field, value, fields.type_name(old))
-    return text in ('true', '1')
-  if old is None:
-    return value
-  if isinstance(old, int):       # never round: a float given for an integer field is refused
-    if not fields.is_int(value):
-      fields.fail(field, value, fields.type_name(old))
-    return value
-  if isinstance(old, float):
-    if not fields.is_real(value):
-      fields.fail(field, value, fields.type_name(old))
-    return float(value)
-  if isinstance(old, str):
-    return str(value)
-  try:
-    return type(old)(value)
-  except (TypeError, ValueError):
-    fields.fail(field, value, f'a value of type {type(old).__name__}')
-
-
 def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
               budgets: Optional[dict] = None) -> ml_collections.ConfigDict:
   """Applies a config-file argument such as 'method=fedavg,model=mlp,rounds=50,d=1000'.
@@ -136,7 +112,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
   names; any other key sets the method field of that name, else the top-level field of that name.
   """
   from fedjax_intrinsic import algorithms
-  values = config_lib.parse_arg(arg)
+  values = config_lib.split_arg(arg)       # text; each value is parsed as its field's type
   name = values.pop('method', None)
   if name is None and budgets is not None:
     name = config.method.name
@@ -150,9 +126,9 @@ def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
       config[key].name = values.pop(key)
   for key, value in values.items():
     if key in config.method:
-      config.method[key] = _cast_like(config.method[key], value, f'method.{key}')
+      config.method[key] = parse_value(config.method[key], value, f'method.{key}')
     elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
-      config[key] = _cast_like(config[key], value, key)
+      config[key] = parse_value(config[key], value, key)
     else:
       allowed = sorted(['method', 'model', 'data'] + [k for k in config.method.keys() if k != 'name'] +
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
@@ -173,19 +149,26 @@ def _literal(text: str) -> Any:
 def parse_value(old: Any, text: str, field: str) -> Any:
   """`text` as a value of the type of `old` (the field's current value); ConfigError otherwise.
 
-  bool: true/false/1/0; int: an integer literal (no float, no rounding); float: any finite or
-  non-finite number (ranges are checked by validate); str: the text; tuple/list: a Python literal
-  whose items have the old items' type; None: a Python literal, else the text.
+  The one reader of config text: a dotted override's value (`set_field`) and each value of a
+  config argument (`apply_arg`).
+  - bool: true, false, 1 or 0, in any case; nothing else (no surrounding spaces, no '01', 'yes').
+  - int: a base-10 integer literal as Python's int() reads it (a sign, surrounding spaces, single
+    '_' between digits); a float is refused, never rounded.
+  - float: what Python's float() reads, inf and nan included: the field's declared range refuses
+    them (`validate`, naming the range).
+  - str: the text as given.
+  - tuple / list: a Python literal, or one bare item, whose items have the old items' type.
+  - None (a field without a value yet): a Python literal (None, True, 5, [3], ...), else the text.
   """
   bad = lambda: ConfigError(f'{field}={text!r} is invalid; allowed: {fields.type_name(old)}')
   if isinstance(old, bool):
-    low = text.strip().lower()
+    low = text.lower()
     if low not in ('true', 'false', '1', '0'):
       raise bad()
     return low in ('true', '1')
   if isinstance(old, int):
     try:
-      return int(text.strip().replace('_', ''), 10)
+      return int(text, 10)
     except ValueError:
       raise bad() from None
   if isinstance(old, float):
@@ -217,12 +200,12 @@ def parse_value(old: Any, text: str, field: str) -> Any:
 
 
 def _option_defaults(config: ml_collections.ConfigDict, node: str) -> dict:
-  """The options data set / model `config.<node>.name` accepts, with their defaults ({} if unknown)."""
+  """The options data set / model `config.<node>.name` declares, with their defaults ({} if
+  unknown)."""
   from fedjax_intrinsic import data, models
   name = config[node].get('name')
   if node == 'data' and name in data.DATASETS:
-    params = inspect.signature(data._loader(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in ('key', 'name')}
+    return fields.defaults(data.fields_of(name))
   if node == 'model' and name in models.MODELS:
     return models.options(name)
   return {}
@@ -254,8 +237,6 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
       raise ConfigError(f'{field}.{dotted}={text!r} is invalid: no field {dotted!r}; allowed: '
                         f'{", ".join((".".join(parts[:-1] + [k])) for k in allowed)}')
     old = options[last]
-    if old is inspect.Parameter.empty:
-      old = None
   value = parse_value(old, text, dotted)
   with node.ignore_type():
     node[last] = value
@@ -267,7 +248,8 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
 def validate(config: ml_collections.ConfigDict) -> None:
   """Every field on its own, pure (reads the config and the registries, loads nothing): the run's
   fields (`config.validate_run`), the names the registries hold (data.name, model.name,
-  method.name, simulation.client_parallelism), then the method's declared fields and its rules
+  method.name, simulation.client_parallelism), the data set's and the model's declared options
+  (`data.validate`, `models.validate`), then the method's declared fields and its rules
   (`algorithms.validate`); raises ConfigError."""
   from fedjax_intrinsic import algorithms, data, models, simulation
   config_lib.validate_run(config)
@@ -277,6 +259,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     group, key = field.split('.')
     if config[group][key] not in names:
       fields.fail(field, config[group][key], ', '.join(names))
+  data.validate(config)
+  models.validate(config)
   algorithms.validate(config)
 
 
@@ -331,51 +315,31 @@ def data_spec(config) -> Optional[tuple]:
 
 
 def check_data_options(config, num_train: Optional[int] = None) -> None:
-  """The partition options (the ones any loader with a `partition` takes), against metadata."""
-  from fedjax_intrinsic.data import partitions
+  """The partition options (the ones any loader with a `partition` takes) against the data set's
+  metadata: the bounds that need its `num_train` training examples. Each option on its own was
+  checked against its declaration (`data.validate`)."""
   d = config.data
   defaults = _option_defaults(config, 'data')
-  for key in d.keys():
-    if key == 'name':
-      continue
-    if key not in defaults:
-      raise ConfigError(f'data.{key}={d[key]!r} is invalid for data.name={d.name!r}; allowed '
-                        f'options: {", ".join("data." + k for k in defaults) or "none"}')
-    old, value = defaults[key], d[key]
-    if old is inspect.Parameter.empty or old is None or value is None:
-      continue
-    if not fields.same_kind(old, value):
-      raise ConfigError(f'data.{key}={value!r} is invalid; allowed: {fields.type_name(old)}')
   if 'partition' not in defaults:
     return
   get = lambda k: d.get(k, defaults[k])
   partition = get('partition')
-  if partition not in partitions.PARTITIONS:
-    raise ConfigError(f'data.partition={partition!r} is invalid; allowed: '
-                      f'{", ".join(partitions.PARTITIONS)}')
   n = get('num_clients')
-  if not fields.is_int(n, 1, num_train or None):
-    bound = f' <= the {num_train} training examples' if num_train else ''
-    raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer{bound}')
+  if num_train and n > num_train:
+    raise ConfigError(f'data.num_clients={n!r} is invalid; allowed: a positive integer <= the '
+                      f'{num_train} training examples')
   if config.clients_per_round > n:
     raise ConfigError(f'clients_per_round={config.clients_per_round} is invalid; allowed: at most '
                       f'data.num_clients={n}')
-  if partition == 'dirichlet':
-    alpha = get('alpha')
-    if not fields.is_number(alpha, 0, lo_open=True):
-      raise ConfigError(f'data.alpha={alpha!r} is invalid with data.partition=dirichlet; allowed: '
-                        'a finite number > 0')
   if partition == 'shards':
     s = get('shards_per_client')
-    if not fields.is_int(s, 1) or (num_train and s * n > num_train):
-      bound = f' with data.num_clients * shards_per_client <= {num_train}' if num_train else ''
-      raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive '
-                        f'integer{bound}')
-  if partition == 'single_class' and get('examples_per_client') is not None:
-    e = get('examples_per_client')
-    if not fields.is_int(e, 1, num_train or None):
-      raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer'
-                        f'{f" <= {num_train}" if num_train else ""}, or None')
+    if num_train and s * n > num_train:
+      raise ConfigError(f'data.shards_per_client={s!r} is invalid; allowed: a positive integer '
+                        f'with data.num_clients * shards_per_client <= {num_train}')
+  e = get('examples_per_client') if partition == 'single_class' else None
+  if num_train and e is not None and e > num_train:
+    raise ConfigError(f'data.examples_per_client={e!r} is invalid; allowed: a positive integer '
+                      f'<= {num_train}, or None')
 
 
 def _dotted(msg: str, group: str, options) -> str:
@@ -406,11 +370,7 @@ def model_shapes(config, input_shape, num_classes):
   import jax.numpy as jnp
   from fedjax_intrinsic import models
   options = models.options(config.model.name)
-  opts = {k: v for k, v in config.model.items() if k != 'name'}
-  for k in opts:
-    if k not in options:
-      raise ConfigError(f'model.{k}={opts[k]!r} is invalid for model.name={config.model.name!r}; '
-                        f'allowed options: {", ".join("model." + o for o in options) or "none"}')
+  opts = {k: v for k, v in config.model.items() if k != 'name'}   # declared: models.validate
   try:   # the builders validate their options (one-line ValueErrors) and run nothing
     model = models.get(config.model.name, input_shape=tuple(input_shape), num_classes=num_classes,
                        **opts)

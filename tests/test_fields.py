@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedjax_intrinsic import algorithms, config as config_lib, fields, preflight
-from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int, Number, Text
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int, Ints, Number, Text
 from tests.conftest import digits_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +63,16 @@ CASES = [
     (Choice('a', ('a', 'b')), 'b', True), (Choice('a', ('a', 'b')), 'c', False),
     (Choice(1, (1, 2)), True, False), (Choice(1, (1, 2)), 2, True), (Choice(1, (1, 2)), 2.0, False),
     (Text('x'), 'anything', True), (Text('x'), 3, False),
+    (Text(None, also=(None,)), None, True), (Text('x'), None, False),
+    (Bool(None, also=(None,)), None, True), (Bool(None, also=(None,)), 0, False),
+    (Choice('a', ('a', 'b'), also=(None,)), None, True),
+    (Number(None, lo=0, lo_open=True, also=(None,)), None, True),
+    (Number(None, lo=0, lo_open=True, also=(None,)), 0.0, False),
+    (Ints((1,), lo=1), (3, 4), True), (Ints((1,), lo=1), [3, 4], True), (Ints((1,), lo=1), (), True),
+    (Ints((1,), lo=1), 5, True), (Ints((1,), lo=1), (3, 0), False), (Ints((1,), lo=1), (3, 2.0), False),
+    (Ints((1,), lo=1), (True,), False), (Ints((1,), lo=1), '12', False),
+    (Ints((1,), lo=1), None, False), (Ints((1,), lo=1, nonempty=True), (), False),
+    (Ints((1,), lo=1, nonempty=True), (np.int64(2),), True),
 ]
 
 
@@ -81,6 +91,10 @@ def test_a_field_allows_exactly_its_values(field, value, ok):
     (Bool(True), 'x', 'True or False'),
     (Choice('a', ('a', 'b')), 'x', 'a, b'),
     (Int(1, 1, 1, allowed='1 (only)'), 'x', '1 (only)'),
+    (Ints((1,), lo=1), 'x', 'a tuple of positive integers'),
+    (Ints((1,), lo=1, nonempty=True), 'x', 'a non-empty tuple of positive integers'),
+    (Text(None, also=(None,)), 'x', 'None or a string'),
+    (Int(None, lo=1, also=(None,)), 'x', 'None or a positive integer'),
 ])
 def test_allowed_text(field, name, text):
   assert field.describe(name) == text

@@ -13,8 +13,11 @@ Data sets (real data only; see each module's docstring for splits, partitions an
 - `cifar10`, `cifar100`, `mnist`, `emnist`: TFDS, read with `tfds.data_source` from array_record
   data prepared beforehand (`check_available` says how when they are missing).
 
-Options are the loader's keyword arguments (config `data.*` minus `name`); an unknown option is a
-ValueError listing the allowed ones. `key` is the run's data key (`keys.data_key`): it seeds
+Options are the loader's keyword arguments (config `data.*` minus `name`), declared once in its
+module's `OPTIONS` (fedjax_intrinsic/fields.py: kind, range, default, doc): `validate(config)`
+checks config.data against them (preflight, before anything loads), the loaders check the same
+declaration when called, and docs/options.md is generated from them (`python -m
+fedjax_intrinsic.data`). An unknown option is a ValueError listing the allowed ones. `key` is the run's data key (`keys.data_key`): it seeds
 partitions and seeded splits through `keys.numpy_rng`.
 """
 import functools
@@ -23,6 +26,7 @@ from typing import Callable
 
 import jax
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.data import (batching, digits, glue, partitions, personachat, pysource,
                                    tfds_images, tweets, tweets_lm)
 from fedjax_intrinsic.data.base import FederatedData, TASKS
@@ -37,6 +41,16 @@ _LOADERS: dict[str, Callable[..., FederatedData]] = {
     'tweets_lm': tweets_lm.load,
 }
 DATASETS = tuple(_LOADERS)
+# name -> its loader's options (name -> fields.Field), each declared once in the loader's module.
+_OPTIONS = {
+    'digits': digits.OPTIONS,
+    'pysource': pysource.OPTIONS,
+    **{name: tfds_images.OPTIONS for name in tfds_images.SOURCES},
+    'personachat': personachat.OPTIONS,
+    'sst2': glue.OPTIONS,
+    'tweets': tweets.OPTIONS,
+    'tweets_lm': tweets_lm.OPTIONS,
+}
 
 
 def _loader(name: str) -> Callable[..., FederatedData]:
@@ -47,8 +61,39 @@ def _loader(name: str) -> Callable[..., FederatedData]:
 
 def options(name: str) -> tuple[str, ...]:
   """The option names data set `name` accepts (its loader's keyword arguments except key)."""
-  params = inspect.signature(_loader(name)).parameters
-  return tuple(p for p in params if p not in ('key', 'name'))
+  return tuple(fields_of(name))
+
+
+def fields_of(name: str) -> dict:
+  """Data set `name`'s declared options (name -> fields.Field, with the loader's defaults)."""
+  _loader(name)
+  return dict(_OPTIONS[name])
+
+
+def validate(config) -> None:
+  """config.data's options against data set config.data.name's declaration: no unknown option,
+  each allowed on its own (pure; one-line ConfigError naming data.<option>). The bounds that need
+  the data (num_clients <= its examples, ...) and the files are checked later (preflight.check)."""
+  d = config.data
+  spec = fields_of(d.name)
+  for key in d.keys():
+    if key != 'name' and key not in spec:
+      raise fields.ConfigError(
+          f'data.{key}={d[key]!r} is invalid for data.name={d.name!r}; allowed options: '
+          f'{", ".join("data." + k for k in spec) or "none"}')
+  fields.check(spec, d, 'data.')
+
+
+def options_markdown() -> str:
+  """The data sets' options as markdown sections (docs/options.md, with the models')."""
+  lines = []
+  for name in DATASETS:
+    loader = _loader(name)
+    module = inspect.getmodule(getattr(loader, 'func', loader))
+    summary = ' '.join((module.__doc__ or name).strip().split('\n\n')[0].split())
+    lines += [f'### `data.name={name}`', '', summary, '',
+              fields.markdown_table(fields_of(name), 'data.'), '']
+  return '\n'.join(lines)
 
 
 def _check_options(name: str, opts: dict) -> None:
@@ -86,5 +131,5 @@ def check_available(name: str, **opts) -> None:
     tweets_lm.check_available(**opts)
 
 
-__all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'get', 'options',
-           'partitions']
+__all__ = ['DATASETS', 'FederatedData', 'TASKS', 'batching', 'check_available', 'fields_of', 'get',
+           'options', 'options_markdown', 'partitions', 'validate']

@@ -18,18 +18,20 @@ import sklearn
 import sklearn.datasets
 from sklearn.model_selection import train_test_split
 
-from fedjax_intrinsic import keys
+from fedjax_intrinsic import fields, keys
 from fedjax_intrinsic.data import partitions
 from fedjax_intrinsic.data.base import FederatedData, group_by_client, label_counts
 
 NUM_CLASSES = 10
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
+OPTIONS = partitions.options('shards')      # the loader's options, declared once (config data.*)
 
 
 def load(*, key: jax.Array, partition: str = 'shards', num_clients: int = 100, alpha: float = 0.5,
          shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> FederatedData:
   """The digits data set partitioned over `num_clients` clients (key: the run's data key)."""
+  fields.check(OPTIONS, locals(), 'data.')
   raw = sklearn.datasets.load_digits()
   x = (raw.images / 16.0).astype(np.float32)[..., None]                  # [1797, 8, 8, 1]
   y = raw.target.astype(np.int32)

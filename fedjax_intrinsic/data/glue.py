@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from fedjax_intrinsic import fields, keys, tokenizers
-from fedjax_intrinsic.data import partitions
+from fedjax_intrinsic.data import partitions, tfds_images
 from fedjax_intrinsic.data.base import (FederatedData, group_by_client, label_counts,
                                          stratified_split)
 
@@ -62,13 +62,14 @@ def _missing(data_dir: Optional[str], what: str) -> ValueError:
                     f'data; prepare it on a machine with network: {prepare_command(data_dir)}')
 
 
-def _check_options(seq_len, validation_fraction) -> None:
-  if not fields.is_int(seq_len, 3):
-    raise ValueError(f'seq_len={seq_len!r} is invalid; allowed: an integer >= 3 ([CLS], a piece, '
-                     '[SEP])')
-  if not fields.is_real(validation_fraction) or not 0 <= validation_fraction < 1:
-    raise ValueError(f'validation_fraction={validation_fraction!r} is invalid; allowed: 0 <= '
-                     'validation_fraction < 1')
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'data_dir': fields.Text('', also=(None,), doc='TFDS data directory (\'\' or None: TFDS\'s)'),
+    'vocab_file': fields.Text('', doc='a BERT vocab.txt ([PAD] on its first line)'),
+    'seq_len': fields.Int(64, lo=3, note='([CLS], a piece, [SEP])', doc='WordPiece ids per example'),
+    'do_lower_case': fields.Bool(True, doc='lower-case and strip accents before WordPiece'),
+    'validation_fraction': tfds_images.VALIDATION_FRACTION,
+    **partitions.options('dirichlet'),
+}
 
 
 def check_available(*, data_dir: Optional[str] = '', vocab_file: str = '', seq_len: int = 64,
@@ -77,10 +78,10 @@ def check_available(*, data_dir: Optional[str] = '', vocab_file: str = '', seq_l
                     shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> None:
   """Cheap (metadata only): raises ValueError unless vocab_file exists and glue/sst2 is prepared.
 
-  Takes the options of `load`; the partition options are checked when loading (they need labels).
+  Takes the options of `load`, each checked against `OPTIONS`; the partition bounds that need
+  the labels (num_clients <= the examples, ...) are checked when loading.
   """
-  del do_lower_case, partition, num_clients, alpha, shards_per_client, examples_per_client
-  _check_options(seq_len, validation_fraction)
+  fields.check(OPTIONS, locals(), 'data.')
   tokenizers.check_file('vocab_file', vocab_file, 'bert', 'data.vocab_file')
   tfds = _tfds()
   if data_dir and not os.path.isdir(data_dir):
@@ -120,7 +121,7 @@ def load(*, key: jax.Array, data_dir: Optional[str] = '', vocab_file: str = '', 
          partition: str = 'dirichlet', num_clients: int = 100, alpha: float = 0.5,
          shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> FederatedData:
   """SST-2 partitioned over clients (key: the run's data key; see the module docstring)."""
-  _check_options(seq_len, validation_fraction)
+  fields.check(OPTIONS, locals(), 'data.')
   tokenizers.check_file('vocab_file', vocab_file, 'bert', 'data.vocab_file')
   tok = tokenizers.bert(vocab_file, do_lower_case=bool(do_lower_case))
   if tok.special_ids['pad'] != 0:

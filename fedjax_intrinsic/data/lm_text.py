@@ -19,9 +19,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fedjax_intrinsic import tokenizers
+from fedjax_intrinsic import fields, tokenizers
 
 BYTE_VOCAB = 256
+# The `tokenizer` option of a text source, declared once (config data.tokenizer).
+TOKENIZER = fields.Text(None, also=(None,), doc='None: bytes (vocabulary 256); a GGUF path or '
+                                                'preset such as smollm2_135m: its byte-level BPE')
 
 
 def check(tokenizer: Optional[str], field: str = 'data.tokenizer') -> None:

@@ -19,6 +19,10 @@ examples: disjoint, each client's non-empty. Same rng state, same partition.
   chunks of n (a remainder < n is unused); num_clients chunks are drawn without replacement.
   Covers every example exactly when every class count is a multiple of n and the chunks number
   num_clients.
+
+`FIELDS` declares the partition options a loader takes (config `data.*`; `options` picks a
+loader's, with its default partition); the bounds that need the labels (num_clients <= N, ...) are
+checked here and by preflight against the data set's metadata.
 """
 from typing import Optional
 
@@ -27,6 +31,28 @@ import numpy as np
 from fedjax_intrinsic import fields
 
 PARTITIONS = ('iid', 'dirichlet', 'shards', 'single_class')
+
+FIELDS = {
+    'partition': fields.Choice('shards', PARTITIONS, doc='how the training examples are dealt '
+                                                         'to the clients (data/partitions.py)'),
+    'num_clients': fields.Int(100, lo=1, note='<= the training examples', doc='clients'),
+    'alpha': fields.Number(0.5, lo=0, lo_open=True,
+                           doc='Dirichlet concentration (partition dirichlet)'),
+    'shards_per_client': fields.Int(1, lo=1, note='(num_clients * shards_per_client <= the '
+                                                  'training examples)',
+                                    doc='shards a client holds (partition shards)'),
+    'examples_per_client': fields.Int(None, lo=1, also=(None,), note='<= the training examples',
+                                      doc='examples a client holds (partition single_class; '
+                                          'None: N // num_clients)'),
+}
+
+
+def options(partition: str, names=tuple(FIELDS)) -> dict:
+  """The partition fields `names` of a loader whose default partition is `partition`."""
+  out = {k: FIELDS[k] for k in names}
+  if 'partition' in out:
+    out['partition'] = out['partition']._replace(default=partition)
+  return out
 
 
 def _check_common(labels: np.ndarray, num_clients: int) -> np.ndarray:
@@ -55,8 +81,8 @@ def dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
               alpha: float) -> list[np.ndarray]:
   """Label-skewed clients of near-equal size; class mix q_c ~ Dir(alpha * class frequencies)."""
   labels = _check_common(labels, num_clients)
-  if not fields.is_number(alpha, 0, lo_open=True):
-    raise ValueError(f'alpha={alpha!r} is invalid; allowed: a finite number > 0')
+  if not FIELDS['alpha'].ok(alpha):
+    fields.fail('alpha', alpha, FIELDS['alpha'].describe('alpha'))
   classes, counts = np.unique(labels, return_counts=True)
   pools = [rng.permutation(np.flatnonzero(labels == c)).astype(np.int64) for c in classes]
   taken = np.zeros(len(classes), np.int64)

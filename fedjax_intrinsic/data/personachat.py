@@ -38,20 +38,16 @@ from fedjax_intrinsic.data.base import FederatedData
 
 URL = 'https://s3.amazonaws.com/datasets.huggingface.co/personachat/personachat_self_original.json'
 TARGETS = ('reply', 'all')
-
-
-def _check_options(seq_len, max_history, targets, max_clients) -> None:
-  if not fields.is_int(seq_len, 2):
-    raise ValueError(f'seq_len={seq_len!r} is invalid; allowed: an integer >= 2')
-  if not fields.is_int(max_history, 0):
-    raise ValueError(f'max_history={max_history!r} is invalid; allowed: an integer >= 0 (the last '
-                     '2 * max_history + 1 turns are kept)')
-  if targets not in TARGETS:
-    raise ValueError(f'targets={targets!r} is invalid; allowed: {", ".join(TARGETS)}')
-  if max_clients is not None and (isinstance(max_clients, bool)
-                                  or not isinstance(max_clients, (int, np.integer))
-                                  or max_clients < 1):
-    raise ValueError(f'max_clients={max_clients!r} is invalid; allowed: a positive integer or None')
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'path': fields.Text('', doc='ConvAI2\'s personachat_self_original.json'),
+    'vocab_file': fields.Text('', doc='GPT-2\'s vocab.json'),
+    'merges_file': fields.Text('', doc='GPT-2\'s merges.txt'),
+    'seq_len': fields.Int(256, lo=2, doc='tokens per example'),
+    'max_history': fields.Int(2, lo=0, note='(the last 2 * max_history + 1 turns are kept)',
+                              doc='dialogue history kept before a reply'),
+    'targets': fields.Choice('reply', TARGETS, doc='tokens scored: the reply only, or all'),
+    'max_clients': fields.Int(None, lo=1, also=(None,), doc='personalities kept (None: all)'),
+}
 
 
 def _check_path(path: str) -> None:
@@ -65,7 +61,7 @@ def check_available(*, path: str = '', vocab_file: str = '', merges_file: str = 
                     seq_len: int = 256, max_history: int = 2, targets: str = 'reply',
                     max_clients: Optional[int] = None) -> None:
   """Cheap: raises ValueError unless the options are valid and the three files exist."""
-  _check_options(seq_len, max_history, targets, max_clients)
+  fields.check(OPTIONS, locals(), 'data.')
   _check_path(path)
   tokenizers.check_file('vocab_file', vocab_file, 'gpt2', 'data.vocab_file')
   tokenizers.check_file('merges_file', merges_file, 'gpt2', 'data.merges_file')

@@ -38,18 +38,28 @@ from fedjax_intrinsic.data.base import FederatedData
 
 VOCAB_SIZE = 256
 SPLIT_RULE = 'i % 10 == 9 -> test, i % 10 == 4 -> validation, else train (i: index in sorted list)'
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'source_dir': fields.Text(None, also=(None,),
+                              doc='a directory of .py files (None: this Python\'s stdlib)'),
+    'seq_len': fields.Int(64, lo=1, doc='tokens an example predicts (windows of seq_len + 1)'),
+    'max_windows': fields.Int(64, lo=1, also=(None,),
+                              doc='windows kept per module, evenly spaced (None: all)'),
+    'min_bytes': fields.Int(4096, lo=1, note='(>= seq_len + 1)',
+                            doc='smallest module file kept, in bytes'),
+    'max_bytes': fields.Int(1 << 20, lo=1, note='(>= min_bytes)',
+                            doc='largest module file kept, in bytes'),
+    'expected_sha256': fields.Text(None, also=(None,),
+                                   doc='the corpus hash a run pins (None: any corpus)'),
+    'tokenizer': lm_text.TOKENIZER,
+}
 
 
 def default_source_dir() -> str:
   return sysconfig.get_paths()['stdlib']
 
 
-def _check_options(source_dir: str, seq_len, max_windows, min_bytes, max_bytes) -> None:
-  for name, value in (('seq_len', seq_len), ('min_bytes', min_bytes), ('max_bytes', max_bytes)):
-    if not fields.is_int(value, 1):
-      raise ValueError(f'{name}={value!r} is invalid; allowed: a positive integer')
-  if max_windows is not None and not fields.is_int(max_windows, 1):
-    raise ValueError(f'max_windows={max_windows!r} is invalid; allowed: a positive integer or None')
+def _check_options(source_dir: str, seq_len, min_bytes, max_bytes) -> None:
+  """The rules between options (each option on its own: `OPTIONS`) and the source directory."""
   if min_bytes < seq_len + 1:
     raise ValueError(f'min_bytes={min_bytes} is invalid; allowed: at least seq_len + 1 = '
                      f'{seq_len + 1}, so every module holds a window')
@@ -115,8 +125,9 @@ def check_available(*, source_dir: Optional[str] = None, seq_len: int = 64,
                     tokenizer: Optional[str] = None) -> None:
   """Raises ValueError unless the corpus is readable, non-empty and matches expected_sha256 and
   the tokenizer's file exists."""
+  fields.check(OPTIONS, locals(), 'data.')
   source_dir = default_source_dir() if source_dir is None else source_dir
-  _check_options(source_dir, seq_len, max_windows, min_bytes, max_bytes)
+  _check_options(source_dir, seq_len, min_bytes, max_bytes)
   lm_text.check(tokenizer)
   _check_hash(corpus_sha256(_read(source_dir, min_bytes, max_bytes)), expected_sha256, source_dir)
 
@@ -126,8 +137,9 @@ def load(*, key: jax.Array, source_dir: Optional[str] = None, seq_len: int = 64,
          expected_sha256: Optional[str] = None, tokenizer: Optional[str] = None) -> FederatedData:
   """The pysource data set; `key` is accepted for the common interface and unused (see above)."""
   del key
+  fields.check(OPTIONS, locals(), 'data.')
   source_dir = default_source_dir() if source_dir is None else source_dir
-  _check_options(source_dir, seq_len, max_windows, min_bytes, max_bytes)
+  _check_options(source_dir, seq_len, min_bytes, max_bytes)
   lm_text.check(tokenizer)
   contents = _read(source_dir, min_bytes, max_bytes)
   digest = corpus_sha256(contents)

@@ -29,6 +29,15 @@ from fedjax_intrinsic.data.base import FederatedData, group_by_client, label_cou
 # registry name -> default TFDS name
 SOURCES = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'mnist': 'mnist',
            'emnist': 'emnist/balanced'}
+VALIDATION_FRACTION = fields.Number(0.1, 0, 1, hi_open=True,
+                                    doc='stratified share of the train split held out')
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'data_dir': fields.Text(None, also=(None,), doc='TFDS data directory (None: TFDS\'s)'),
+    'tfds_name': fields.Text(None, also=(None,), note='(the data set\'s TFDS name[/config])',
+                             doc='TFDS name (None: the data set\'s; emnist: another config)'),
+    'validation_fraction': VALIDATION_FRACTION,
+    **partitions.options('shards'),
+}
 
 
 def _tfds():
@@ -68,6 +77,7 @@ def _missing(name: str, tfds_name: str, data_dir: Optional[str], what: str) -> V
 def check_available(name: str, data_dir: Optional[str] = None,
                     tfds_name: Optional[str] = None) -> None:
   """Cheap check (metadata only, no examples read) that `name` is prepared for random access."""
+  fields.check(OPTIONS, locals(), 'data.')
   tfds = _tfds()
   tfds_name = _tfds_name(name, tfds_name)
   builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -106,10 +116,8 @@ def load(name: str, *, key: jax.Array, data_dir: Optional[str] = None,
          partition: str = 'shards', num_clients: int = 100, alpha: float = 0.5,
          shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> FederatedData:
   """The TFDS image set `name` (a SOURCES key) partitioned over clients (key: the run's data key)."""
+  fields.check(OPTIONS, locals(), 'data.')
   tfds_name = _tfds_name(name, tfds_name)
-  if not fields.is_real(validation_fraction) or not 0 <= validation_fraction < 1:
-    raise ValueError(f'validation_fraction={validation_fraction!r} is invalid; allowed: 0 <= '
-                     'validation_fraction < 1')
   if data_dir is not None and not os.path.isdir(data_dir):
     raise _missing(name, tfds_name, data_dir, 'not prepared (no such directory)')
   train_u8, train_y, num_classes = _read_split(name, tfds_name, 'train', data_dir)

@@ -141,19 +141,24 @@ def split_indices(labels: np.ndarray, rng: np.random.Generator, *, classes: int 
   return Splits(kept[rest][train], kept[rest][val], kept[test])
 
 
-def _check_options(seq_len, classes, test_fraction, validation_fraction, examples_per_client):
-  if not fields.is_int(seq_len, 3):
-    raise ValueError(f'data.seq_len={seq_len!r} is invalid; allowed: an integer >= 3 ([CLS], a '
-                     'piece, [SEP])')
-  if classes not in (2, 3) or isinstance(classes, bool):
-    raise ValueError(f'data.classes={classes!r} is invalid; allowed: 2 (negative, positive) or 3 '
-                     '(and neutral)')
-  for name, v in (('test_fraction', test_fraction), ('validation_fraction', validation_fraction)):
-    if not fields.is_real(v) or not 0 < v < 0.5:
-      raise ValueError(f'data.{name}={v!r} is invalid; allowed: 0 < {name} < 0.5')
-  if examples_per_client is not None and not fields.is_int(examples_per_client, 1):
-    raise ValueError(f'data.examples_per_client={examples_per_client!r} is invalid; allowed: a '
-                     'positive integer, or None (all training texts)')
+# The options tweets and tweets_lm share (the corpus, its classes and its splits).
+CORPUS_OPTIONS = {
+    'classes': fields.Int(2, 2, 3, allowed='2 (negative, positive) or 3 (and neutral)',
+                          doc='sentiment classes kept'),
+    'test_fraction': fields.Number(0.1, 0, 0.5, lo_open=True, hi_open=True,
+                                   doc='stratified share of the kept texts held out for test'),
+    'validation_fraction': fields.Number(0.1, 0, 0.5, lo_open=True, hi_open=True,
+                                         doc='stratified share held out for validation'),
+}
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'vocab_file': fields.Text('', doc='a BERT vocab.txt (\'\': the installed MiniLM\'s)'),
+    'seq_len': fields.Int(64, lo=3, note='([CLS], a piece, [SEP])', doc='WordPiece ids per example'),
+    **CORPUS_OPTIONS,
+    **partitions.options('dirichlet', ('partition', 'num_clients', 'alpha')),
+    'examples_per_client': fields.Int(None, lo=1, also=(None,),
+                                      note='(None: all training texts)',
+                                      doc='training texts a client keeps, stratified'),
+}
 
 
 def check_available(*, vocab_file: str = '', seq_len: int = 64, classes: int = 2,
@@ -161,8 +166,7 @@ def check_available(*, vocab_file: str = '', seq_len: int = 64, classes: int = 2
                     partition: str = 'dirichlet', num_clients: int = 100, alpha: float = 0.5,
                     examples_per_client: Optional[int] = None) -> None:
   """Cheap: the options, the installed packages and the CSV's sha256 (one-line ValueError)."""
-  del partition, num_clients, alpha
-  _check_options(seq_len, classes, test_fraction, validation_fraction, examples_per_client)
+  fields.check(OPTIONS, locals(), 'data.')
   tokenizers.check_file('vocab_file', vocab_file or default_vocab_file(), 'bert', 'data.vocab_file')
   check_sha256(csv_file())
 
@@ -172,7 +176,7 @@ def load(*, key: jax.Array, vocab_file: str = '', seq_len: int = 64, classes: in
          partition: str = 'dirichlet', num_clients: int = 100, alpha: float = 0.5,
          examples_per_client: Optional[int] = None) -> FederatedData:
   """The tweets data set (key: the run's data key; see the module docstring)."""
-  _check_options(seq_len, classes, test_fraction, validation_fraction, examples_per_client)
+  fields.check(OPTIONS, locals(), 'data.')
   vocab_file = vocab_file or default_vocab_file()
   tokenizers.check_file('vocab_file', vocab_file, 'bert', 'data.vocab_file')
   tok = tokenizers.bert(vocab_file, do_lower_case=True)

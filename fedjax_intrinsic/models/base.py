@@ -76,6 +76,11 @@ def check_int_tuple(name: str, value: Any, allow_empty: bool = True) -> tuple[in
         f'{name}={value!r} is invalid; allowed: a sequence of positive integers') from None
 
 
+def ints(value) -> tuple[int, ...]:
+  """A declared `fields.Ints` option's value as a tuple of ints (a bare integer: one item)."""
+  return (int(value),) if fields.is_int(value) else tuple(int(v) for v in value)
+
+
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
   if value not in allowed:
     raise ValueError(f'{name}={value!r} is invalid; allowed: {", ".join(map(repr, allowed))}')

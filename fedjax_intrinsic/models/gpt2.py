@@ -33,9 +33,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base, hf_checkpoint
 
 CHECKPOINT_URL = 'https://huggingface.co/openai-community/gpt2/resolve/main/model.safetensors'
+OPTIONS = {      # the builder's options, declared once (config model.*)
+    'n_layer': fields.Int(12, lo=1, doc='decoder blocks'),
+    'n_head': fields.Int(12, lo=1, note='dividing n_embd', doc='attention heads'),
+    'n_embd': fields.Int(768, lo=1, doc='residual width'),
+    'n_positions': fields.Int(1024, lo=1, note='>= seq_len', doc='learned positions'),
+    'checkpoint': fields.Text(None, also=(None,), doc='a Hugging Face model.safetensors or .npz: '
+                                                      'pretrained init (None: random init)'),
+}
 LN_EPS = 1e-5
 INIT_STD = 0.02
 
@@ -132,18 +141,12 @@ def build(*, input_shape: tuple, num_classes: int, n_layer: int = 12, n_head: in
   """GPT-2 for token windows of input_shape = (seq_len,) and a vocabulary of num_classes."""
   if len(input_shape) != 1:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for gpt2; allowed: (seq_len,)')
-  n_layer = base.check_positive_int('n_layer', n_layer)
-  n_head = base.check_positive_int('n_head', n_head)
-  n_embd = base.check_positive_int('n_embd', n_embd)
-  n_positions = base.check_positive_int('n_positions', n_positions)
+  fields.check(OPTIONS, locals(), 'model.')
   if n_embd % n_head:
     raise ValueError(f'n_head={n_head} is invalid: it must divide n_embd={n_embd}')
   if input_shape[0] > n_positions:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for gpt2; allowed: seq_len <= '
                      f'n_positions={n_positions}')
-  if checkpoint is not None and not isinstance(checkpoint, str):
-    raise ValueError(f'checkpoint={checkpoint!r} is invalid; allowed: a path, or None for random '
-                     'init')
   module = GPT2(vocab_size=num_classes, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                 n_head=n_head)
   model = base.from_module('gpt2', 'language_model', module, input_shape, num_classes,

@@ -10,7 +10,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base
+
+LOGREG_OPTIONS = {}
+MLP_OPTIONS = {      # the builder's options, declared once (config model.*)
+    'hidden': fields.Ints((128,), lo=1, doc='hidden layer widths (() is logistic regression)'),
+}
 
 
 class MLP(nn.Module):
@@ -33,6 +39,7 @@ def build_logreg(*, input_shape: tuple, num_classes: int) -> base.Model:
 
 def build_mlp(*, input_shape: tuple, num_classes: int,
               hidden: Sequence[int] = (128,)) -> base.Model:
-  hidden = base.check_int_tuple('hidden', hidden)
+  fields.check(MLP_OPTIONS, locals(), 'model.')
+  hidden = base.ints(hidden)
   module = MLP(num_classes=num_classes, hidden=hidden)
   return base.from_module('mlp', 'classification', module, input_shape, num_classes)

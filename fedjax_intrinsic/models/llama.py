@@ -50,6 +50,17 @@ INIT_STD = 0.02
 SMOLLM2_135M = dict(num_layers=30, hidden=576, intermediate=1536, num_heads=9, num_kv_heads=3,
                     rope_theta=100000.0, rms_eps=1e-5, max_position=8192, tie_embeddings=True)
 SIZE_OPTIONS = tuple(SMOLLM2_135M)
+_UNSET = '(None: the checkpoint\'s, else SmolLM2-135M\'s)'
+OPTIONS = {      # the builder's options, declared once (config model.*); a size None is unset
+    'checkpoint': fields.Text(None, also=(None,), doc='a .gguf path or the preset smollm2_135m: '
+                                                      'pretrained init, sizes from its metadata'),
+    **{k: fields.Int(None, lo=1, also=(None,), doc=f'{k} {_UNSET}')
+       for k in ('num_layers', 'hidden', 'intermediate', 'num_heads', 'num_kv_heads')},
+    **{k: fields.Number(None, lo=0, lo_open=True, also=(None,), doc=f'{k} {_UNSET}')
+       for k in ('rope_theta', 'rms_eps')},
+    'max_position': fields.Int(None, lo=1, also=(None,), doc=f'max_position {_UNSET}'),
+    'tie_embeddings': fields.Bool(None, also=(None,), doc=f'tie_embeddings {_UNSET}'),
+}
 _META = {'num_layers': 'block_count', 'hidden': 'embedding_length',
          'intermediate': 'feed_forward_length', 'num_heads': 'attention.head_count',
          'num_kv_heads': 'attention.head_count_kv', 'rope_theta': 'rope.freq_base',
@@ -284,6 +295,7 @@ def build(*, input_shape: tuple, num_classes: int, checkpoint: Optional[str] = N
   """Llama for token windows of input_shape = (seq_len,) and a vocabulary of num_classes."""
   if len(input_shape) != 1:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for llama; allowed: (seq_len,)')
+  fields.check(OPTIONS, locals(), 'model.')
   given = dict(num_layers=num_layers, hidden=hidden, intermediate=intermediate,
                num_heads=num_heads, num_kv_heads=num_kv_heads, rope_theta=rope_theta,
                rms_eps=rms_eps, max_position=max_position, tie_embeddings=tie_embeddings)
@@ -303,16 +315,10 @@ def build(*, input_shape: tuple, num_classes: int, checkpoint: Optional[str] = N
         raise ValueError(f'model.{k}={v!r} is invalid for model.checkpoint={checkpoint!r}; '
                          f'allowed: None or the file\'s {found[k]!r}')
     sizes = found
-  for k in ('num_layers', 'hidden', 'intermediate', 'num_heads', 'num_kv_heads', 'max_position'):
-    sizes[k] = base.check_positive_int(f'model.{k}', sizes[k])
-  for k in ('rope_theta', 'rms_eps'):
-    if not fields.is_real(sizes[k]) or sizes[k] <= 0:
-      raise ValueError(f'model.{k}={sizes[k]!r} is invalid; allowed: a positive number')
-    sizes[k] = float(sizes[k])
-  if not isinstance(sizes['tie_embeddings'], (bool, np.bool_)):
-    raise ValueError(f'model.tie_embeddings={sizes["tie_embeddings"]!r} is invalid; allowed: '
-                     'True, False or None')
-  sizes['tie_embeddings'] = bool(sizes['tie_embeddings'])
+  # The sizes in use (the file's, or SmolLM2-135M's; never None) against the same declaration.
+  fields.check(OPTIONS, sizes, 'model.')
+  sizes = {k: float(v) if k in ('rope_theta', 'rms_eps') else
+           bool(v) if k == 'tie_embeddings' else int(v) for k, v in sizes.items()}
   if sizes['hidden'] % sizes['num_heads'] or (sizes['hidden'] // sizes['num_heads']) % 2:
     raise ValueError(f'model.num_heads={sizes["num_heads"]} is invalid: it must divide '
                      f'hidden={sizes["hidden"]} into heads of even size')

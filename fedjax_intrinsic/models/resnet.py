@@ -16,10 +16,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base
 from fedjax_intrinsic.models import cnn
 
 CHANNELS = (64, 128, 256, 512)
+OPTIONS = {      # the builder's options, declared once (config model.*)
+    'num_groups': fields.Int(32, lo=1, note='dividing 64, 128, 256 and 512 (norm group)',
+                             doc='GroupNorm groups'),
+    'norm': cnn.NORM,
+    'logit_scale': fields.Number(0.125, lo=0, lo_open=True, doc='the logits\' multiplier'),
+    'conv_impl': cnn.CONV_IMPL,
+}
 
 
 class ResNet9(nn.Module):
@@ -54,10 +62,9 @@ def build(*, input_shape: tuple, num_classes: int, num_groups: int = 32, norm: s
   if len(input_shape) != 3 or min(input_shape[:2]) < 8:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for resnet9; allowed: (H, W, C) '
                      'with H, W >= 8')
+  fields.check(OPTIONS, locals(), 'model.')
   conv_impl = cnn.resolve_conv_impl(conv_impl)
   cnn.check_groups(norm, num_groups, CHANNELS)
-  if not isinstance(logit_scale, (int, float)) or isinstance(logit_scale, bool) or logit_scale <= 0:
-    raise ValueError(f'logit_scale={logit_scale!r} is invalid; allowed: a positive number')
   module = ResNet9(num_classes=num_classes, num_groups=num_groups, norm=norm,
                    logit_scale=float(logit_scale), conv_impl=conv_impl)
   return base.from_module('resnet9', 'classification', module, input_shape, num_classes)

@@ -18,7 +18,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedjax_intrinsic import fields
 from fedjax_intrinsic.models import base
+
+OPTIONS = {      # the builder's options, declared once (config model.*)
+    'num_layers': fields.Int(2, lo=1, doc='decoder blocks'),
+    'd_model': fields.Int(64, lo=1, doc='residual width'),
+    'num_heads': fields.Int(4, lo=1, note='dividing d_model', doc='attention heads'),
+    'd_ff': fields.Int(256, lo=1, doc='feed-forward width'),
+    'tie_embeddings': fields.Bool(True, doc='the output layer is the token embedding'),
+}
 
 
 class CausalSelfAttention(nn.Module):
@@ -85,13 +94,9 @@ def build(*, input_shape: tuple, num_classes: int, num_layers: int = 2, d_model:
   if len(input_shape) != 1:
     raise ValueError(f'input_shape={tuple(input_shape)} is invalid for transformer_lm; allowed: '
                      '(seq_len,)')
-  num_layers = base.check_positive_int('num_layers', num_layers)
-  d_model = base.check_positive_int('d_model', d_model)
-  num_heads = base.check_positive_int('num_heads', num_heads)
-  d_ff = base.check_positive_int('d_ff', d_ff)
+  fields.check(OPTIONS, locals(), 'model.')
   if d_model % num_heads:
     raise ValueError(f'num_heads={num_heads} is invalid: it must divide d_model={d_model}')
-  base.check_choice('tie_embeddings', tie_embeddings, (True, False))
   module = TransformerLM(vocab_size=num_classes, seq_len=input_shape[0], num_layers=num_layers,
                          d_model=d_model, num_heads=num_heads, d_ff=d_ff,
                          tie_embeddings=bool(tie_embeddings))

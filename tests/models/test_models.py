@@ -213,7 +213,7 @@ def test_transformer_tied_output_embedding(lm):
     (lambda: models.get('cnn', input_shape=(64,), num_classes=10), 'input_shape=\\(64,\\)'),
     (lambda: models.get('cnn', **DIGITS, features=(32, 64, 64, 64)), 'features'),
     (lambda: models.get('cnn', **DIGITS, num_groups=5), 'num_groups=5'),
-    (lambda: models.get('cnn', **DIGITS, norm='batch'), "norm='batch'.*'group', 'none'"),
+    (lambda: models.get('cnn', **DIGITS, norm='batch'), "^model.norm='batch'.*group, none$"),
     (lambda: models.get('resnet9', **DIGITS, conv_impl='fft'), "conv_impl='fft'"),
     (lambda: models.get('resnet9', input_shape=(4, 4, 3), num_classes=10), 'H, W >= 8'),
     (lambda: models.get('transformer_lm', input_shape=(8,), num_classes=5, num_heads=3),

@@ -162,6 +162,13 @@ CASES = [
     ('num_clients_above_examples', ['--config.data.num_clients=5000'], 'data.num_clients'),
     ('tfds_data_dir_missing', ['--config.data.name=mnist', '--config.data.data_dir={tmp}/none'],
      'data.data_dir'),
+    # Data and model options against their declarations (docs/options.md), before any file is read.
+    ('alpha_negative_any_partition', ['--config.data.alpha=-1'], 'data.alpha'),
+    ('pysource_seq_len_zero', ['--config.data.name=pysource', '--config.model.name=transformer_lm',
+                               '--config.data.seq_len=0'], 'data.seq_len'),
+    ('model_option_out_of_range', [f'--config={CNN}', '--config.model.num_groups=0'],
+     'model.num_groups'),
+    ('model_option_wrong_kind', [f'--config={CNN}', '--config.model.norm=batch'], 'model.norm'),
     # Devices.
     ('devices_more_than_exist', [f'--config.simulation.num_devices={jax.device_count() + 3}'],
      'simulation.num_devices'),
