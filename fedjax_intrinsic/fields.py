@@ -74,21 +74,6 @@ def type_name(value) -> str:
   return type(value).__name__
 
 
-def same_kind(default, value) -> bool:
-  """`value` is of the kind of `default` (an option declared only by its default, as a loader's
-  keyword argument is): a bool for a bool (and only for a bool), an integer for an int, a number
-  for a float, a string for a string; anything but a bool for any other default."""
-  if isinstance(default, bool) or isinstance(value, bool):
-    return isinstance(default, bool) and isinstance(value, bool)
-  if is_int(default):
-    return is_int(value)
-  if is_real(default):
-    return is_real(value)
-  if isinstance(default, str):
-    return isinstance(value, str)
-  return True
-
-
 class Field(NamedTuple):
   """One config field (see the module docstring); make it with Int, Number, Bool, Choice, Text."""
   default: Any

@@ -218,12 +218,3 @@ def test_config_is_a_leaf_module():
       capture_output=True, text=True, cwd=ROOT, check=True)
   loaded = ast.literal_eval(out.stdout.strip())
   assert set(loaded) == {'fedjax_intrinsic', 'fedjax_intrinsic.config', 'fedjax_intrinsic.fields'}
-
-
-@pytest.mark.parametrize('default,value,ok', [
-    (True, False, True), (True, 1, False), (1, True, False), (1, 2, True), (1, np.int32(2), True),
-    (1, 2.0, False), (0.5, 2, True), (0.5, 'x', False), ('a', 'b', True), ('a', 1, False),
-    ((1, 2), (3,), True), ((1, 2), True, False), ('a', True, False),
-])
-def test_same_kind(default, value, ok):
-  assert fields.same_kind(default, value) is ok
