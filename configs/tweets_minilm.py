@@ -42,8 +42,10 @@ Protocol (the project's choice, for 2 CPU cores):
 - Budgets (BUDGETS, for D = 22.7M): d = 2^14 (1,386x upload compression), k = 2^16 (top-k and
   random-k send values and indices: 173x), sketches 5 x 2^18 (17x) with k = 2^16, PowerSGD rank 2.
   Methods that would keep a D-sized state per client run without it (local_topk error_type none,
-  powersgd without error feedback; sign_sgd's default has none): 100 clients x 91 MB of client
-  state is 9 GB of host memory.
+  powersgd without error feedback): 100 clients x 91 MB of client state is 9 GB of host memory.
+  sign_sgd's default (EF-SignSGD) does keep it: its sweep cell peaked at 16.1 GiB resident; with
+  less memory, `error_feedback=False` (or majority vote, `vote=majority,scaled=False,
+  error_feedback=False`).
 Choice of the rates (configs/sweeps/tweets_minilm_protocol.py, seed 0, 40 rounds, validation
 accuracy after round 40, majority rate 0.70; benchmarks/results/tweets_minilm_protocol/):
 - uncompressed, server Adam 1e-4 / 3e-4 / 6e-4: 0.862 / 0.877 / 0.862 -> SERVER_LR = 3e-4, which
