@@ -92,7 +92,7 @@ def test_error_feedback_keeps_exactly_what_was_not_sent():
     # logistic regression: two leaves (kernel, bias), one scale each.
     ('uncompressed', {'quantize': 'int8'}, D + 2 * 4),
     ('fedavg', {'quantize': 'bf16'}, 2 * D),
-    ('true_topk', {'k': 20, 'quantize': 'int8', 'error_feedback': True}, D + 4),
+    ('true_topk', {'k': 20, 'quantize': 'int8', 'client_error_feedback': True}, D + 4),
     ('fetchsgd', {'rows': 3, 'cols': 100, 'k': 20, 'quantize': 'int8'}, 300 + 4),
     ('intrinsic_static', {'d': 100, 'quantize': 'int8'}, 100 + 4),
 ])
@@ -137,7 +137,7 @@ def test_quantize_none_is_the_method_as_before():
 def test_quantised_local_topk_learns_with_a_control():
   accuracy = {}
   for lr in (0.5, 0.0):
-    c = digits_config('local_topk', k=20, error_type='local', quantize='int8', rounds=20,
+    c = digits_config('local_topk', k=20, error_feedback=True, quantize='int8', rounds=20,
                       clients_per_round=10)
     c.server.lr = lr
     exp, state, _, lines = run(c)
