@@ -30,7 +30,8 @@ is tried again when the sweep is started again (`--noretry_failed` keeps the err
 `fedjax_intrinsic.algorithms.METHODS` is skipped with a message. If a done cell's `config.json` no
 longer matches the config the sweep would build (the sweep or experiment config changed), the sweep
 stops naming the cell and the differing fields, unless `--stale=rerun` (recompute it) or
-`--stale=keep` (keep the old result).
+`--stale=keep` (keep the old result). A field added since a cell ran counts as the value it ran
+with (ADDED_FIELDS, ADDED_METHOD_FIELDS), a renamed one under its new name (RENAMED_FIELDS).
 
 Files: `<workdir>/sweep.json` (the sweep config, the machine, each cell's status; rewritten
 atomically after every cell), and per cell `cell.json` (its definition, the argument, the machine and
@@ -66,6 +67,17 @@ STALE_POLICIES = ('error', 'rerun', 'keep')
 EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size', 'time_client_cost')
 # Top-level fields added after cells were committed, with the default those cells ran with.
 ADDED_FIELDS = {'eval_splits': 'test,validation'}
+# Method fields added after cells were committed, with what those cells ran with ('*': every
+# method): float32 payloads (quantize), and so no memory of a quantiser's rounding.
+ADDED_METHOD_FIELDS = {'*': {'quantize': 'none'}, 'uncompressed': {'error_feedback': False},
+                       'fedavg': {'error_feedback': False},
+                       'true_topk': {'client_error_feedback': False}}
+# Method fields renamed after cells were committed: old name -> (new name, old value -> new value).
+# A stored method config that has `error_type` predates `method.error_feedback` (local_topk,
+# random_k, true_topk); true_topk's `error_feedback` then (the clients' memory of the quantiser's
+# rounding) is its `client_error_feedback` now (RENAMED_WITH).
+RENAMED_FIELDS = {'error_type': ('error_feedback', {'local': True, 'virtual': True, 'none': False})}
+RENAMED_WITH = {'error_type': {'true_topk': {'error_feedback': 'client_error_feedback'}}}
 SWEEP_FIELDS = ('name', 'experiment', 'experiment_arg', 'grid', 'seeds', 'overrides', 'metric',
                 'reference')
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+=-]*$')
@@ -349,14 +361,37 @@ def run_cell_isolated(sweep: ml_collections.ConfigDict, cell: Cell, workdir: str
 
 def _what_is_run(config: dict) -> dict:
   """The config without its execution fields (EXECUTION_FIELDS), which do not make a cell stale,
-  and without fields at their ADDED_FIELDS default (a cell run before the field existed)."""
-  return {k: v for k, v in config.items()
-          if k not in EXECUTION_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+  and without fields at their ADDED_FIELDS / ADDED_METHOD_FIELDS value (a cell run before the
+  field existed)."""
+  out = {k: v for k, v in config.items()
+         if k not in EXECUTION_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+  if isinstance(out.get('method'), dict):
+    m = out['method']
+    added = {**ADDED_METHOD_FIELDS['*'], **ADDED_METHOD_FIELDS.get(m.get('name'), {})}
+    out['method'] = {k: v for k, v in m.items() if not (k in added and v == added[k])}
+  return out
+
+
+def _today_names(config: dict) -> dict:
+  """A stored config with its method fields under today's names (RENAMED_FIELDS)."""
+  m = config.get('method')
+  if not isinstance(m, dict) or not set(m) & set(RENAMED_FIELDS):
+    return config
+  m = dict(m)
+  for old, (new, values) in RENAMED_FIELDS.items():
+    if old in m:
+      moved = RENAMED_WITH.get(old, {}).get(m.get('name'), {})
+      for was, now in moved.items():
+        if was in m:
+          m[now] = m.pop(was)
+      value = m.pop(old)
+      m[new] = values.get(value, value) if isinstance(value, str) else value
+  return {**config, 'method': m}
 
 
 def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
   """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
-  old = _what_is_run(results_store.read_cell(workdir, cell.name, 'config') or {})
+  old = _what_is_run(_today_names(results_store.read_cell(workdir, cell.name, 'config') or {}))
   new = _what_is_run(_jsonable(cell_config(sweep, cell).to_dict()))
   if old == new:
     return False

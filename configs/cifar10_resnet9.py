@@ -32,7 +32,7 @@ momentum and schedule and change them here where they differ:
   (masking='buckets', as FetchSGD's released code does; see fedjax_intrinsic/algorithms/fetchsgd.py):
   on the digits sweep the default 'subtract' diverged with every sketch that had collisions
   (benchmarks/results/digits_mlp). Client state would take 10,000 clients x
-  26 MB: local_topk runs without local error (error_type='none', FetchSGD's local top-k baseline
+  26 MB: local_topk runs without local error (error_feedback=False, FetchSGD's local top-k baseline
   without error accumulation) and powersgd without error feedback; sketched_sgd always keeps
   client error, so `check_client_memory` refuses it on hosts with less than about 530 GB of RAM.
 - Evaluation every 100 rounds (one pass over the clients), in batches of 500; all clients of a
@@ -58,7 +58,7 @@ BUDGETS = {
     'intrinsic_static': {'d': 2**16},
     'intrinsic_k_subspace': {'d': 2**16},
     'intrinsic_time_varying': {'d': 2**16},
-    'local_topk': {'k': 50_000, 'error_type': 'none'},
+    'local_topk': {'k': 50_000, 'error_feedback': False},
     'true_topk': {'k': 50_000, 'momentum': MOMENTUM},
     'random_k': {'k': 50_000},
     'fetchsgd': {'rows': 5, 'cols': 500_000, 'k': 50_000, 'rho': MOMENTUM, 'masking': 'buckets'},

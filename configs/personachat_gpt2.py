@@ -27,7 +27,7 @@ numbers. The project's choices (untuned; nothing was run here, there is neither 
   FedAvg: one local epoch in batches of 8 at client lr 0.05, server SGD at 1.0.
 - Budgets for D = 124M (`config.LARGE_MODEL_BUDGETS`, before the argument's own fields): d = 2^17;
   k = 2^17 for the top-k / random-k methods; sketches 5 x 2^20 with k = 2^17. Methods that would
-  keep a D-sized state per client run without it (local_topk error_type='none', powersgd
+  keep a D-sized state per client run without it (local_topk error_feedback=False, powersgd
   error_feedback=False): 17,568 clients x 498 MB do not fit any host. sketched_sgd always keeps
   client error (and momentum), so `check_client_memory` refuses it unless data.max_clients is small.
 - Clients in chunks of 2 (`chunked_vmap`): a vmapped GPT-2 step holds its activations per client.

@@ -41,11 +41,11 @@ Protocol (the project's choice, for 2 CPU cores):
   23 steps, would cost 23x a one-step round on CPU).
 - Budgets (BUDGETS, for D = 22.7M): d = 2^14 (1,386x upload compression), k = 2^16 (top-k and
   random-k send values and indices: 173x), sketches 5 x 2^18 (17x) with k = 2^16, PowerSGD rank 2.
-  Methods that would keep a D-sized state per client run without it (local_topk error_type none,
-  powersgd without error feedback): 100 clients x 91 MB of client state is 9 GB of host memory.
-  sign_sgd's default (EF-SignSGD) does keep it: its sweep cell peaked at 16.1 GiB resident; with
-  less memory, `error_feedback=False` (or majority vote, `vote=majority,scaled=False,
-  error_feedback=False`).
+  Methods that would keep a D-sized state per client run without it (local_topk
+  error_feedback=False, powersgd without error feedback): 100 clients x 91 MB of client state is
+  9 GB of host memory. sign_sgd's default (EF-SignSGD) does keep it: its sweep cell peaked at
+  16.1 GiB resident; with less memory, `error_feedback=False` (or majority vote,
+  `vote=majority,scaled=False,error_feedback=False`).
 Choice of the rates (configs/sweeps/tweets_minilm_protocol.py, seed 0, 40 rounds, validation
 accuracy after round 40, majority rate 0.70; benchmarks/results/tweets_minilm_protocol/):
 - uncompressed, server Adam 1e-4 / 3e-4 / 6e-4: 0.862 / 0.877 / 0.862 -> SERVER_LR = 3e-4, which
@@ -86,7 +86,7 @@ BUDGETS = {
     'intrinsic_static': {'d': 2**14},
     'intrinsic_k_subspace': {'d': 2**14},
     'intrinsic_time_varying': {'d': 2**14},
-    'local_topk': {'k': 2**16, 'error_type': 'none'},
+    'local_topk': {'k': 2**16, 'error_feedback': False},
     'true_topk': {'k': 2**16},
     'random_k': {'k': 2**16},
     'fetchsgd': {'rows': 5, 'cols': 2**18, 'k': 2**16, 'masking': 'buckets'},

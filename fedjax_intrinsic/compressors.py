@@ -31,6 +31,9 @@ of the earlier one's payload) and the wrappers `error_feedback` and `momentum`:
 - `low_rank(params0, rank, q_key, quantiser)`: PowerSGD's P/Q of θ's matrix leaves over two
   exchanges (`LowRank`: P = M Q up, P̂ down, Q = Mᵀ P̂ up; its error memory is
   `error_feedback(..., keep_all=True, part=...)`, the residual M − P̂ Qᵀ once P̂ is known).
+- `upload(quantiser)`: the compressor of a second exchange's response (identity, or the quantiser),
+  with `transmit(c, payload, key)` -> (what travels, what the server reads of it); PowerSGD's Q_c,
+  Sketched SGD's v_c[H] and FetchSGD's exact Δ[idx] (always exact) go through it.
 The intrinsic family's `Subspace` (`subspace(...)`: A: f[D, d] and its random state from the seed)
 is the coordinates its client trains in (`recipe.in_subspace`), not an encoder of a θ-space x (with
 several local steps, training in the subspace is not a projection of the θ-space update); its
@@ -72,6 +75,19 @@ def identity() -> Compressor:
   """x travels as it is (a pytree of arrays); aggregate Σ_c w_c x_c per leaf."""
   return Compressor(init=lambda: (), encode=_stateless(lambda x, key, shared: x),
                     decode=lambda p, shared=None: p, aggregate=weighted_sum, linear=True)
+
+
+def upload(quantiser: Optional[Compressor] = None) -> Compressor:
+  """The compressor of a further upload within a round (a second exchange's response): identity,
+  or `quantiser` (stateless: `quantizer(name)`); encode with the key the method gives it (this
+  project's second exchanges: `keys.chain_key(key, 2)`), aggregate Σ_c w_c decode(payload_c)."""
+  return identity() if quantiser is None else quantiser
+
+
+def transmit(c: Compressor, payload, key) -> tuple:
+  """(what travels, what the server reads of it) of `payload` through the stateless `c`."""
+  sent = c.encode(payload, (), key)[0]
+  return sent, c.decode(sent)
 
 
 # ----------------------------------------------------------------------------- quantisers
@@ -384,8 +400,9 @@ class LowRank(NamedTuple):
     request(agg) -> P̂ = orthonormalise(Σ_c w_c P_c) per compressed leaf      (down, the request)
     second(M, P̂, key) -> Q_c = Mᵀ P̂: f32[m, r] per compressed leaf            (up), summed linearly
     estimate(agg, P̂, Q̂) -> the θ-shaped P̂ Q̂ᵀ with the other leaves' weighted mean; Q̂ is the next Q.
-  With `quantiser` every array of both exchanges travels quantised, the first with the client's
-  key, the second with `keys.chain_key(key, 2)` (the low-rank step draws no randomness).
+  Both exchanges travel through `up` (`upload(quantiser)`: with a quantiser every array quantised),
+  the first with the client's key, the second with `keys.chain_key(key, 2)` (the low-rank step
+  draws no randomness).
   Error memory: `error_feedback(compressor(), zeros, keep_all=True, part=part())` carries
   a = e + M to the second exchange; `residual(a, P̂, Q)` is then the new memory a − P̂ Qᵀ.
   The first payload alone is not an estimate of x (that needs P̂ and Q̂): `decode` gives its float
@@ -395,7 +412,7 @@ class LowRank(NamedTuple):
   treedef: Any
   leaf_shapes: tuple
   q_key: jax.Array
-  quantiser: Optional[Compressor]
+  up: Compressor
 
   def init_q(self) -> tuple:
     """The first Q: f32[m, r] standard normal from fold_in(q_key, i) for compressed leaf i."""
@@ -425,15 +442,11 @@ class LowRank(NamedTuple):
 
   def send(self, payload, key) -> tuple:
     """(what travels, what the server reads of it): the payload, or quantised and decoded."""
-    if self.quantiser is None:
-      return payload, payload
-    sent = self.quantiser.encode(payload, (), key)[0]
-    return sent, self.quantiser.decode(sent)
+    return transmit(self.up, payload, key)
 
   def aggregate(self, payloads, weights):
     """Σ_c w_c payload_c (decoded), either exchange."""
-    q = self.quantiser
-    return weighted_sum(payloads, weights) if q is None else q.aggregate(payloads, weights)
+    return self.up.aggregate(payloads, weights)
 
   def compressor(self) -> Compressor:
     """The first exchange (see the class docstring)."""
@@ -483,7 +496,7 @@ def low_rank(params0, rank: int, q_key: jax.Array,
   """The `LowRank` piece for θ shaped like params0 (ValueError if rank compresses no leaf)."""
   leaves, treedef = jax.tree.flatten(params0)
   return LowRank(matrix_layout(params0, rank), treedef, tuple(np.shape(x) for x in leaves), q_key,
-                 quantiser)
+                 upload(quantiser))
 
 
 # ----------------------------------------------------------------------------- subspace

@@ -218,7 +218,7 @@ LARGE_MODEL_BUDGETS = {
     'intrinsic_static': {'d': 2**17},
     'intrinsic_k_subspace': {'d': 2**17},
     'intrinsic_time_varying': {'d': 2**17},
-    'local_topk': {'k': 2**17, 'error_type': 'none'},
+    'local_topk': {'k': 2**17, 'error_feedback': False},
     'true_topk': {'k': 2**17},
     'random_k': {'k': 2**17},
     'fetchsgd': {'rows': 5, 'cols': 2**20, 'k': 2**17},

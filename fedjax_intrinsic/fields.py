@@ -5,9 +5,9 @@ a generated table (`markdown_table`; docs/methods.md is made from the methods' d
 
     FIELDS = {'k': fields.Int(300, lo=1, note='<= D (the number of model parameters)',
                               doc='coordinates sent per client'),
-              'error_type': fields.Choice('local', ('local', 'none'), doc='...'),
+              'topk_method': fields.Choice('exact', ('exact', 'threshold'), doc='...'),
               'rho': fields.Number(0.0, lo=0, hi=1, hi_open=True, doc='...')}
-    fields.defaults(FIELDS)           # {'k': 300, 'error_type': 'local', 'rho': 0.0}
+    fields.defaults(FIELDS)           # {'k': 300, 'topk_method': 'exact', 'rho': 0.0}
     fields.check(FIELDS, config.method, 'method.')
     # ConfigError: method.k=-3 is invalid; allowed: a positive integer <= D (the number of model
     # parameters)

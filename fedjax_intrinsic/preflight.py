@@ -130,6 +130,7 @@ def apply_arg(config: ml_collections.ConfigDict, arg: Optional[str],
     elif key in config and not isinstance(config[key], ml_collections.ConfigDict):
       config[key] = parse_value(config[key], value, key)
     else:
+      algorithms.check_renamed(config.method.get('name'), key)
       allowed = sorted(['method', 'model', 'data'] + [k for k in config.method.keys() if k != 'name'] +
                        [k for k in config.keys() if not isinstance(config[k], ml_collections.ConfigDict)])
       raise ConfigError(f'config argument {key!r} is unknown; allowed: {", ".join(allowed)}')
@@ -232,6 +233,9 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, text: str,
     old = node[last]
   else:
     options = _option_defaults(config, parts[0]) if len(parts) == 2 else {}
+    if parts[:-1] == ['method']:
+      from fedjax_intrinsic import algorithms
+      algorithms.check_renamed(node.get('name'), last)
     if last not in options:
       allowed = sorted(set(node.keys()) | set(options))
       raise ConfigError(f'{field}.{dotted}={text!r} is invalid: no field {dotted!r}; allowed: '
@@ -409,8 +413,8 @@ def check_sizes(config, param_shapes) -> int:
     if m.k > D:
       raise ConfigError(f'method.k={m.k} is invalid; allowed: 1 <= k <= D = {D} (the number of '
                         'model parameters)')
-    if 'error_type' in m:
-      _size_error(tc.check_feedback_needs_loss, m.k, D, m.error_type)
+    if name in ('local_topk', 'true_topk', 'random_k'):
+      _size_error(tc.check_feedback_needs_loss, m.k, D, bool(m.error_feedback))
     for momentum in ('local_momentum', 'momentum'):
       if momentum in m and name in ('local_topk', 'true_topk'):
         _size_error(tc.check_masked_momentum, m.k, D, float(m[momentum]), f'method.{momentum}')

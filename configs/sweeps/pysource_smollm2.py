@@ -8,7 +8,7 @@ The protocol of configs/pysource_smollm2.py (one client per stdlib module, 4 x 6
 local epoch, batch 2, server SGD at 1.0) on the 134.5M-parameter model; the metric is test
 perplexity. Two budgets per compressing method (project's choice, untuned; sign_sgd has no size
 knob, so its two entries are its two votes), one seed. Methods that
-keep a D-sized state per client run without it (local_topk error_type='none', sign_sgd and
+keep a D-sized state per client run without it (local_topk error_feedback=False, sign_sgd and
 powersgd without error feedback): 117 clients x 538 MB do not fit a 24 GB host. sketched_sgd
 always keeps client error and momentum, so it is left out (config.check_client_memory refuses it).
 Cost: one round took 502 s on the shared 2-core CPU including compilation (configs/pysource_smollm2

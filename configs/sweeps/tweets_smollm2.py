@@ -9,7 +9,7 @@ per client, server Adam at 1e-4; FedAvg: one local epoch, batch 2, server SGD at
 134.5M-parameter model; the metric is test perplexity. Every compressing method at two budgets
 (project's choice, untuned; sign_sgd has no size knob, so its two entries are its two votes),
 uncompressed and FedAvg once; one seed. Methods that keep a D-sized state per client run without
-it (local_topk error_type='none', sign_sgd and powersgd without error feedback): 100 clients x
+it (local_topk error_feedback=False, sign_sgd and powersgd without error feedback): 100 clients x
 538 MB do not fit a 24 GB host. sketched_sgd always keeps client error and momentum, so it is left
 out (config.check_client_memory refuses it). Cost: the sweep was not run; one round of
 configs/tweets_smollm2.py (intrinsic_static) took 285 s and its evaluation 193 s on the shared

@@ -27,6 +27,19 @@ _METHODS = {
 }
 METHODS = tuple(sorted(_METHODS))
 
+# Method fields that were renamed: old name -> (the methods that had it, the line that refuses it).
+RENAMED = {
+    'error_type': (('local_topk', 'random_k', 'true_topk'),
+                   'method.error_type was renamed; allowed: method.error_feedback=True|False '
+                   '(error_type=local or virtual is True, none is False)'),
+}
+
+
+def check_renamed(name, key: str) -> None:
+  """ConfigError (one line) when `key` is a field that method `name` had under that old name."""
+  if key in RENAMED and name in RENAMED[key][0]:
+    raise fields.ConfigError(RENAMED[key][1])
+
 
 def _module(name: str):
   if name not in _METHODS:
@@ -56,6 +69,8 @@ def validate(config) -> None:
   ConfigErrors."""
   m = config.method
   spec = fields_of(m.name)
+  for key in m.keys():
+    check_renamed(m.name, key)
   fields.check_names(spec, m, 'method.', owner=f'method.name={m.name!r}', skip=('name',),
                      missing=f'the method\'s own fields (:method={m.name} in the config argument '
                              'sets them)')

@@ -133,6 +133,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   masking = method_config.masking
   server = servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds)
   trainer = recipe.raveled_delta(ctx, flat)
+  exact = compressors.upload()   # the second exchange's values travel exact, even with quantize
 
   def extra():
     table = jnp.zeros((sk.cs.rows, sk.cs.cols), jnp.float32)
@@ -150,8 +151,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
 
   def respond(bc, request, cstate, batches, key):
     """The client's exact Δ at the requested coordinates: f32[k] up."""
-    del key
-    return trainer(bc.theta, batches)[0][request], cstate
+    return compressors.transmit(exact, trainer(bc.theta, batches)[0][request], key)[0], cstate
 
   def server_update(state, agg, second=None):
     hs = state.extra['sketch_state']
@@ -176,4 +176,4 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       'fetchsgd', trainer, options.quantized(compressors.count_sketch(sk), method_config), server,
       extra=extra, shared=lambda state: state.extra['sketch_state'], server_update=server_update,
       query=query if fetch else None, respond=respond if fetch else None,
-      aggregate2=base.weighted_sum if fetch else None)
+      aggregate2=exact.aggregate if fetch else None)

@@ -1,9 +1,9 @@
 """`local_topk`: each client sends the k largest-magnitude entries of its update (FetchSGD).
 
 Client (FetchSGD's worker rule, on the raveled Δ: f32[D], see `topk_common`): with local momentum
-ρ = `method.local_momentum` > 0, v ← ρ v + Δ; with `method.error_type='local'`, a ← e + (v or Δ);
-it sends top-k(a) and zeroes the sent coordinates in e (error feedback: e keeps exactly what was
-not sent) and in v (momentum factor masking).
+ρ = `method.local_momentum` > 0, v ← ρ v + Δ; with `method.error_feedback` (the default),
+a ← e + (v or Δ); it sends top-k(a) and zeroes the sent coordinates in e (error feedback: e keeps
+exactly what was not sent) and in v (momentum factor masking).
 Momentum placement is a config choice: on the client (`method.local_momentum`, kept per client), or
 on the server (`server.optimizer=momentum`, FetchSGD's "virtual momentum" for local top-k: the
 server's momentum of the mean sparse update, no masking) — not both (ConfigError).
@@ -24,10 +24,10 @@ server `servers.sparse_sync`.
 from fedjax_intrinsic import compressors
 from fedjax_intrinsic.algorithms import base, options, recipe, servers, topk_common as tc
 
-ERROR_TYPES = ('local', 'none')
-
-
-FIELDS = {**tc.topk_fields('local', ERROR_TYPES, 'local_momentum'), **options.QUANTIZE}
+FIELDS = {**tc.topk_fields('the client keeps what its top-k did not send (and what the quantiser '
+                           'left out) and adds it next round: an f32[D] memory per client',
+                           'local_momentum'),
+          **options.QUANTIZE}
 
 
 def validate(config) -> None:
@@ -40,6 +40,6 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   flat, D, k, rho = tc.sizes(method_config, ctx.params0, 'local_momentum')
   sparsifier = options.quantized(compressors.top_k(D, k, method_config.topk_method), method_config)
   compressor = compressors.feedback_and_momentum(sparsifier, D, rho,
-                                                 method_config.error_type == 'local')
+                                                 method_config.error_feedback)
   return recipe.assemble('local_topk', recipe.flat_delta(ctx, flat), compressor,
                          servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds))

@@ -1,6 +1,6 @@
 """`random_k`: every client sends k coordinates of its update chosen uniformly at random.
 
-Client (on the raveled Δ: f32[D], `topk_common`): with `method.error_type='local'`, a ← e + Δ, it
+Client (on the raveled Δ: f32[D], `topk_common`): with `method.error_feedback=True`, a ← e + Δ, it
 sends a at k indices drawn from its own key (`keys.client_key(round_key, client_id)`, given by the
 engine; `projections.random_k`: every k-subset equally likely) and e keeps a with the sent
 coordinates zeroed (exactly what was not sent). `method.scaling='unbiased'` multiplies the values by
@@ -23,9 +23,8 @@ Recipe: trainer `recipe.flat_delta`, compressor error_feedback(random_k (+ quant
 """
 from fedjax_intrinsic import compressors
 from fedjax_intrinsic.algorithms import base, options, recipe, servers, topk_common as tc
-from fedjax_intrinsic.fields import Choice, ConfigError, Int
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int
 
-ERROR_TYPES = ('local', 'none')
 SCALINGS = ('none', 'unbiased')
 INDEX_ENCODINGS = ('int32', 'seed')
 
@@ -35,7 +34,9 @@ INDEX_ENCODINGS = ('int32', 'seed')
 # CNN's D = 53,098 (README, methods table has its accuracy there).
 FIELDS = {
     'k': Int(5000, lo=1, note=tc.D_NOTE, doc='coordinates sent per client'),
-    'error_type': Choice('none', ERROR_TYPES, doc='local error feedback (needs scaling=none)'),
+    'error_feedback': Bool(False, doc='the client keeps what was not sent (and what the quantiser '
+                                      'left out) and adds it next round: an f32[D] memory per '
+                                      'client (needs scaling=none)'),
     'scaling': Choice('unbiased', SCALINGS, doc='unbiased: the values times D/k'),
     'index_encoding': Choice('seed', INDEX_ENCODINGS,
                              doc='the indices travel as int32, or as the 8-byte key they derive '
@@ -46,10 +47,10 @@ FIELDS = {
 
 def validate(config) -> None:
   m = config.method
-  if m.error_type == 'local' and m.scaling == 'unbiased':
-    raise ConfigError("method.scaling='unbiased' is invalid with method.error_type='local' (error "
+  if m.error_feedback and m.scaling == 'unbiased':
+    raise ConfigError("method.scaling='unbiased' is invalid with method.error_feedback=True (error "
                       "feedback needs the contractive, unscaled compressor); allowed: scaling=none "
-                      "or error_type=none")
+                      "or error_feedback=False")
   tc.check_no_cohort_shortcut(config)
   options.validate(config, error_feedback=False)
 
@@ -60,6 +61,6 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       compressors.random_k(D, k, unbiased=method_config.scaling == 'unbiased',
                            by_seed=method_config.index_encoding == 'seed'), method_config)
   compressor = compressors.feedback_and_momentum(sparsifier, D, 0.0,
-                                                 method_config.error_type == 'local')
+                                                 method_config.error_feedback)
   return recipe.assemble('random_k', recipe.flat_delta(ctx, flat), compressor,
                          servers.sparse_sync(ctx.server_optimizer, flat, ctx.num_rounds))

@@ -85,7 +85,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   zeros = lambda: jnp.zeros((sk.D,), jnp.float32)
   compressor = compressors.error_feedback(
       options.quantized(compressors.count_sketch(sk), method_config), zeros, keep_all=True)
-  quantiser = compressors.quantizer(method_config.get('quantize', 'none'))
+  up = compressors.upload(compressors.quantizer(method_config.get('quantize', 'none')))
   if rho > 0:
     compressor = compressors.momentum(compressor, rho, zeros, masked=False)
 
@@ -100,9 +100,7 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
   def respond(bc, request, cstate, batches, key):
     """v_c[H]: f32[p2·k] up; with p2 = 1 (A = H) the client zeroes H in its error and momentum."""
     del bc, batches
-    payload = error_of(cstate)[request]
-    if quantiser is not None:
-      payload = quantiser.encode(payload, (), keys.chain_key(key, 2))[0]
+    payload = compressors.transmit(up, error_of(cstate)[request], keys.chain_key(key, 2))[0]
     return payload, (zero_at(cstate, request) if p2 == 1 else cstate)
 
   def server_update(state, agg, second=None):
@@ -126,6 +124,6 @@ def build(method_config, ctx: base.BuildContext) -> base.FederatedAlgorithm:
       extra=lambda: {'applied': jnp.zeros((k,), jnp.int32), 'sketch_state': sk.init_state()},
       shared=lambda state: state.extra['sketch_state'], server_update=server_update,
       cohort_shortcut=False, query=heavy_hitters, respond=respond,
-      aggregate2=base.weighted_sum if quantiser is None else quantiser.aggregate,
+      aggregate2=up.aggregate,
       notice=(lambda state: state.extra['applied']) if p2 > 1 else None,
       finish=finish if p2 > 1 else None)

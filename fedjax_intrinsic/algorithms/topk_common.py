@@ -9,7 +9,7 @@ from typing import Optional
 
 import projections as P
 from fedjax_intrinsic.algorithms import servers
-from fedjax_intrinsic.fields import Choice, ConfigError, Int, Number
+from fedjax_intrinsic.fields import Bool, Choice, ConfigError, Int, Number
 
 TOPK_METHODS = P.sparsify.METHODS   # ('exact', 'threshold')
 D_NOTE = '<= D (the number of model parameters)'   # checked by preflight.check_sizes
@@ -40,10 +40,10 @@ def check_k(k: int, D: int) -> None:
                      '(the number of model parameters)')
 
 
-def check_feedback_needs_loss(k: int, D: int, error_type: str) -> None:
-  if error_type != 'none' and k == D:
-    raise ValueError(f'method.error_type={error_type!r} is invalid with method.k = D = {D} '
-                     '(everything is sent, nothing to feed back); allowed: none')
+def check_feedback_needs_loss(k: int, D: int, error_feedback: bool) -> None:
+  if error_feedback and k == D:
+    raise ValueError(f'method.error_feedback=True is invalid with method.k = D = {D} '
+                     '(everything is sent, nothing to feed back); allowed: False')
 
 
 def check_masked_momentum(k: int, D: int, momentum: float, field: str) -> None:
@@ -62,13 +62,13 @@ def _get(config, field: str):
 # ----------------------------------------------------------------------------- the family's checks
 
 
-def topk_fields(error_type: str, error_types: tuple, momentum: str) -> dict:
-  """k, error_type, the momentum field `momentum` and topk_method. k = 300 ≈ 3% of the digits MLP's
-  D = 9,610 (learns on digits; see tests/algorithms/test_topk.py)."""
+def topk_fields(error_feedback_doc: str, momentum: str) -> dict:
+  """k, error_feedback (on by default, as in FetchSGD; `error_feedback_doc` says where its memory
+  is), the momentum field `momentum` and topk_method. k = 300 ≈ 3% of the digits MLP's D = 9,610
+  (learns on digits; see tests/algorithms/test_topk.py)."""
   return {
       'k': Int(300, lo=1, note=D_NOTE, doc='coordinates applied per round'),
-      'error_type': Choice(error_type, error_types,
-                           doc='error feedback: what was not applied is added back next round'),
+      'error_feedback': Bool(True, doc=error_feedback_doc),
       momentum: Number(0.0, 0, 1, hi_open=True,
                        doc='momentum ρ before the top-k (masked where applied); not with a '
                            'momentum server optimiser'),
@@ -83,7 +83,7 @@ def sizes(method_config, params0, momentum: Optional[str] = None
   flat = servers.flat_setup(params0)
   D, k = flat.D, method_config.k
   check_k(k, D)
-  check_feedback_needs_loss(k, D, method_config.error_type)
+  check_feedback_needs_loss(k, D, method_config.error_feedback)
   rho = float(method_config[momentum]) if momentum is not None else 0.0
   if momentum is not None:
     check_masked_momentum(k, D, rho, f'method.{momentum}')

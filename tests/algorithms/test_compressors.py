@@ -73,6 +73,33 @@ def test_chain_top_k_int8_payload_and_linear_aggregate():
     assert np.all(np.abs(decoded[i][idx] - xs[i][idx]) <= step * (1 + 1e-5))
 
 
+def test_second_upload_is_exact_or_quantised_and_sums_what_the_server_reads():
+  """upload(None) sends x itself; upload(int8) sends int8 + a scale, the server reads q·scale,
+  and aggregate is Σ_c w_c of what it reads (numpy oracle)."""
+  rng = np.random.default_rng(3)
+  xs = rng.normal(0, 1, (3, 40)).astype(np.float32)
+  w = jnp.asarray([0.5, 0.25, 0.25], jnp.float32)
+  key = jax.random.PRNGKey(5)
+  exact = compressors.upload()
+  sent, read = compressors.transmit(exact, jnp.asarray(xs[0]), key)
+  assert np.array_equal(np.asarray(sent), xs[0])
+  assert np.array_equal(np.asarray(read), xs[0])
+  np.testing.assert_allclose(np.asarray(exact.aggregate(jnp.asarray(xs), w)),
+                             np.asarray(w) @ xs, rtol=1e-6)
+  q = compressors.upload(compressors.int8())
+  sent = [compressors.transmit(q, jnp.asarray(x), jax.random.fold_in(key, i)) for i, x in
+          enumerate(xs)]
+  for (payload, read), x in zip(sent, xs):
+    assert payload.q.dtype == np.int8 and payload.scale.shape == ()
+    oracle = np.asarray(payload.q, np.float32) * float(payload.scale)
+    np.testing.assert_allclose(np.asarray(read), oracle, rtol=1e-6)
+    assert np.all(np.abs(oracle - x) <= float(payload.scale) * (1 + 1e-5))
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _ in sent])
+  np.testing.assert_allclose(np.asarray(q.aggregate(stacked, w)),
+                             np.asarray(w) @ np.stack([np.asarray(r) for _, r in sent]),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_error_feedback_keeps_exactly_what_was_not_sent():
   """e' + decode(payload) == e + x for a quantiser (exact up to float rounding)."""
   x = jnp.asarray(np.random.default_rng(5).normal(0, 1, D), jnp.float32)
@@ -92,7 +119,7 @@ def test_error_feedback_keeps_exactly_what_was_not_sent():
     # logistic regression: two leaves (kernel, bias), one scale each.
     ('uncompressed', {'quantize': 'int8'}, D + 2 * 4),
     ('fedavg', {'quantize': 'bf16'}, 2 * D),
-    ('true_topk', {'k': 20, 'quantize': 'int8', 'error_feedback': True}, D + 4),
+    ('true_topk', {'k': 20, 'quantize': 'int8', 'client_error_feedback': True}, D + 4),
     ('fetchsgd', {'rows': 3, 'cols': 100, 'k': 20, 'quantize': 'int8'}, 300 + 4),
     ('intrinsic_static', {'d': 100, 'quantize': 'int8'}, 100 + 4),
 ])
@@ -137,7 +164,7 @@ def test_quantize_none_is_the_method_as_before():
 def test_quantised_local_topk_learns_with_a_control():
   accuracy = {}
   for lr in (0.5, 0.0):
-    c = digits_config('local_topk', k=20, error_type='local', quantize='int8', rounds=20,
+    c = digits_config('local_topk', k=20, error_feedback=True, quantize='int8', rounds=20,
                       clients_per_round=10)
     c.server.lr = lr
     exp, state, _, lines = run(c)

@@ -206,7 +206,7 @@ def test_fetchsgd_exact_sketch_bytes_catch_up_strategies():
   final, _ = _check_bytes_catch_up_strategies(exp, cohorts, returning,
                                               ('loop', 'chunked_vmap', 'shortcut'))
   theta = exp.algorithm.model_params(final)
-  ref = make('true_topk', k=k, momentum=rho, error_type='virtual')
+  ref = make('true_topk', k=k, momentum=rho, error_feedback=True)
   assert_close(ref.algorithm.model_params(_run(ref, cohorts)[0]), theta, rtol=1e-5)
   one_round = make('fetchsgd', k=k, rho=rho, fetch_exact=False, masking='subtract', **EXACT)
   assert_close(one_round.algorithm.model_params(_run(one_round, cohorts)[0]), theta, rtol=1e-5)

@@ -69,9 +69,9 @@ def _oracle_delta(batch) -> np.ndarray:
 
 
 @pytest.mark.parametrize('method,fields', [
-    ('local_topk', {'error_type': 'none'}),
-    ('true_topk', {'error_type': 'none'}),
-    ('random_k', {'error_type': 'none', 'scaling': 'none', 'index_encoding': 'int32'}),
+    ('local_topk', {'error_feedback': False}),
+    ('true_topk', {'error_feedback': False}),
+    ('random_k', {'error_feedback': False, 'scaling': 'none', 'index_encoding': 'int32'}),
 ])
 def test_k_equals_D_is_uncompressed(method, fields):
   """k = D, no feedback, one local step at lr 1, server SGD: exactly uncompressed SGD (3 rounds)."""
@@ -90,7 +90,7 @@ def test_k_equals_D_is_uncompressed(method, fields):
 def test_local_topk_error_feedback_and_momentum_masking_exact():
   """a = e + (ρ v + Δ); sent = top-k(a); e' = a off the sent set, 0 on it; v' masked alike."""
   k, rho = 20, 0.5
-  alg = _build('local_topk', k=k, error_type='local', local_momentum=rho)
+  alg = _build('local_topk', k=k, error_feedback=True, local_momentum=rho)
   batch, _ = _client_batch()
   delta = _oracle_delta(batch)
   rng = np.random.default_rng(0)
@@ -122,7 +122,7 @@ def test_random_k_error_feedback_exact_and_seed_regenerates_indices():
   e0 = np.random.default_rng(1).normal(0, 0.05, D).astype(np.float32)
   theta0 = servers.ravel(_logreg_experiment().params0)
   key = jax.random.PRNGKey(7)
-  alg = _build('random_k', k=k, error_type='local', scaling='none', index_encoding='int32')
+  alg = _build('random_k', k=k, error_feedback=True, scaling='none', index_encoding='int32')
   payload, new, _ = jax.jit(alg.client_update)(
       theta0, compressors.ErrorFeedback((), jnp.asarray(e0)), batch, key)
   assert sorted(payload) == ['indices', 'values']
@@ -135,7 +135,7 @@ def test_random_k_error_feedback_exact_and_seed_regenerates_indices():
   assert np.all(err[idx] == 0) and np.count_nonzero(sent) == k
   np.testing.assert_allclose(err + sent, a, rtol=1e-5, atol=1e-7)
   # index_encoding='seed': the client's key travels instead, and the server draws the same indices.
-  by_seed = _build('random_k', k=k, error_type='local', scaling='none', index_encoding='seed')
+  by_seed = _build('random_k', k=k, error_feedback=True, scaling='none', index_encoding='seed')
   seed_payload = {'values': payload['values'][None], 'seed': key[None]}
   np.testing.assert_array_equal(np.asarray(jax.jit(by_seed.aggregate)(seed_payload, w)) / 0.25,
                                 sent)
@@ -144,7 +144,7 @@ def test_random_k_error_feedback_exact_and_seed_regenerates_indices():
 def test_random_k_unbiased_scaling():
   """scaling='unbiased': values are D/k times the coordinates; the mean over many keys is Δ."""
   k = 65
-  alg = _build('random_k', k=k, error_type='none', scaling='unbiased', index_encoding='int32')
+  alg = _build('random_k', k=k, error_feedback=False, scaling='unbiased', index_encoding='int32')
   batch, _ = _client_batch(2)
   delta = _oracle_delta(batch)
   theta0 = servers.ravel(_logreg_experiment().params0)
@@ -159,7 +159,7 @@ def test_random_k_unbiased_scaling():
 
 def test_true_topk_server_step_is_k_sparse_with_virtual_error_and_momentum():
   k, rho = 30, 0.9
-  alg = _build('true_topk', k=k, error_type='virtual', momentum=rho)
+  alg = _build('true_topk', k=k, error_feedback=True, momentum=rho)
   exp = _logreg_experiment()
   state = alg.init(exp.params0)
   rng = np.random.default_rng(2)
@@ -212,10 +212,10 @@ def test_strategies_equal_loop_with_client_state():
   (tests/algorithms/test_all_methods.py runs every strategy on each method's default config.)
   """
   exp = _logreg_experiment()
-  alg = _build('local_topk', k=20, error_type='local', local_momentum=0.5)
+  alg = _build('local_topk', k=20, error_feedback=True, local_momentum=0.5)
   ref_theta, ref_tables = _engine_rounds(exp, alg, 'loop')
   assert any(np.any(t != 0) for t in jax.tree.leaves(ref_tables))   # the state is in use
-  threshold = _build('local_topk', k=20, error_type='local', local_momentum=0.5,
+  threshold = _build('local_topk', k=20, error_feedback=True, local_momentum=0.5,
                      topk_method='threshold')
   for strategy, method in (('vmap', alg), ('chunked_vmap', alg), ('map', alg),
                            ('vmap', threshold)):   # the threshold top-k selects the same set
@@ -227,7 +227,7 @@ def test_strategies_equal_loop_with_client_state():
 
 def test_true_topk_cohort_shortcut_equals_loop():
   exp = _logreg_experiment()
-  alg = _build('true_topk', k=20, error_type='virtual', momentum=0.5)
+  alg = _build('true_topk', k=20, error_feedback=True, momentum=0.5)
   ref, _ = _engine_rounds(exp, alg, 'loop')
   round_fn = simulation.build_round(alg, 'vmap', 1, cohort_shortcut=True)
   state = alg.init(exp.params0)
@@ -249,7 +249,7 @@ def _fresh_cohorts(C, E):
 @pytest.mark.parametrize('method,fields,up', [
     ('local_topk', {'k': 8}, 8 * 8),
     ('true_topk', {'k': 8, 'momentum': 0.5}, 4 * D),
-    ('random_k', {'k': 8, 'index_encoding': 'int32', 'error_type': 'local', 'scaling': 'none'},
+    ('random_k', {'k': 8, 'index_encoding': 'int32', 'error_feedback': True, 'scaling': 'none'},
      8 * 8),
 ])
 def test_bytes_and_catch_up(method, fields, up):
@@ -304,8 +304,8 @@ def test_seed_encoded_upload_bytes():
 @pytest.mark.parametrize('method,fields,threshold', [
     # Measured (seed 0, 20 rounds, 10 clients, server SGD 0.5): uncompressed 0.77, local_topk 0.71
     # (upload x16), true_topk 0.72 (download x3.4), random_k 0.58 (D/k-scaled, upload x5).
-    ('local_topk', {'k': 20, 'error_type': 'local'}, 0.55),
-    ('true_topk', {'k': 20, 'error_type': 'virtual'}, 0.55),
+    ('local_topk', {'k': 20, 'error_feedback': True}, 0.55),
+    ('true_topk', {'k': 20, 'error_feedback': True}, 0.55),
     ('random_k', {'k': 65, 'index_encoding': 'int32', 'scaling': 'unbiased'}, 0.40),
 ])
 def test_learns_on_digits(method, fields, threshold):
@@ -332,7 +332,7 @@ def test_zero_server_lr_control_learns_nothing():
 
 def test_client_state_memory_is_checked(monkeypatch):
   """Clients × D floats of error feedback: refused with the size when it cannot fit."""
-  alg = _build('local_topk', k=20, error_type='local', local_momentum=0.5)
+  alg = _build('local_topk', k=20, error_feedback=True, local_momentum=0.5)
   per_client = simulation.ClientStateStore.bytes_needed(alg.init_client(None), 1)
   assert per_client == 2 * 4 * D
   with pytest.raises(ConfigError, match=r"method.name='local_topk'.*GiB for data.num_clients"):
@@ -342,8 +342,8 @@ def test_client_state_memory_is_checked(monkeypatch):
   tiny = functools.partial(config_lib.check_client_memory, memory_fraction=1e-9)
   monkeypatch.setattr(config_lib, 'check_client_memory', tiny)
   with pytest.raises(ConfigError, match='per client'):
-    experiment.Experiment(digits_config('local_topk', k=20, error_type='local'))
-  exp = experiment.Experiment(digits_config('local_topk', k=20, error_type='none'))   # stateless
+    experiment.Experiment(digits_config('local_topk', k=20, error_feedback=True))
+  exp = experiment.Experiment(digits_config('local_topk', k=20, error_feedback=False))   # stateless
   assert exp.algorithm.init_client(exp.params0) == ()
 
 
@@ -355,8 +355,9 @@ def test_client_state_memory_is_checked(monkeypatch):
     ('true_topk', 'k', -3, 'method.k=-3'),
     ('random_k', 'k', True, 'method.k=True'),
     ('random_k', 'k', None, 'method.k=None'),
-    ('local_topk', 'error_type', 'virtual', 'method.error_type'),
-    ('true_topk', 'error_type', 'local', 'method.error_type'),
+    ('local_topk', 'error_feedback', 'local', 'method.error_feedback'),
+    ('true_topk', 'error_feedback', 'virtual', 'method.error_feedback'),
+    ('random_k', 'error_type', 'local', 'method.error_type was renamed'),
     ('local_topk', 'topk_method', 'sort', 'method.topk_method'),
     ('local_topk', 'local_momentum', 1.0, 'method.local_momentum'),
     ('true_topk', 'momentum', -0.1, 'method.momentum'),
@@ -365,13 +366,14 @@ def test_client_state_memory_is_checked(monkeypatch):
 ])
 def test_bad_fields_rejected(method, field, value, match):
   c = digits_config(method, k=20)
-  c.method[field] = value
+  with c.method.ignore_type():
+    c.method[field] = value
   with pytest.raises(ConfigError, match=match):
     validate(c)
 
 
 def test_bad_combinations_rejected():
-  c = digits_config('random_k', k=20, error_type='local', scaling='unbiased')
+  c = digits_config('random_k', k=20, error_feedback=True, scaling='unbiased')
   with pytest.raises(ConfigError, match="method.scaling='unbiased' is invalid with"):
     validate(c)
   c = digits_config('local_topk', k=20, local_momentum=0.9)
@@ -399,11 +401,11 @@ def test_bad_combinations_rejected():
     ('local_topk', {'k': D + 1}, rf'method.k={D + 1} is invalid; allowed: 1 <= k <= D = {D}'),
     ('true_topk', {'k': D + 1}, 'method.k'),
     ('random_k', {'k': D + 1}, 'method.k'),
-    ('local_topk', {'k': D, 'error_type': 'local'}, 'nothing to feed back'),
-    ('true_topk', {'k': D, 'error_type': 'virtual'}, 'nothing to feed back'),
-    ('random_k', {'k': D, 'error_type': 'local', 'scaling': 'none'}, 'nothing to feed back'),
-    ('local_topk', {'k': D, 'error_type': 'none', 'local_momentum': 0.9}, 'momentum factor'),
-    ('true_topk', {'k': D, 'error_type': 'none', 'momentum': 0.9}, 'momentum factor'),
+    ('local_topk', {'k': D, 'error_feedback': True}, 'nothing to feed back'),
+    ('true_topk', {'k': D, 'error_feedback': True}, 'nothing to feed back'),
+    ('random_k', {'k': D, 'error_feedback': True, 'scaling': 'none'}, 'nothing to feed back'),
+    ('local_topk', {'k': D, 'error_feedback': False, 'local_momentum': 0.9}, 'momentum factor'),
+    ('true_topk', {'k': D, 'error_feedback': False, 'momentum': 0.9}, 'momentum factor'),
 ])
 def test_build_time_errors(method, fields, match):
   """D is known only at build time: ValueError from build, one line naming the field."""

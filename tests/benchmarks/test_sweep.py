@@ -162,6 +162,81 @@ def test_interrupted_sweep_resumes_without_recomputing(experiment, tmp_path):
   assert [(c['name'], c['status']) for c in index['cells']] == [(n, 'finished') for n in names]
 
 
+def _stored_as(sweep, work, cell, method_config):
+  """A done cell whose config.json is today's config with `method_config` as its method."""
+  d = os.path.join(work, cell.name)
+  os.makedirs(d)
+  config = sweep_lib._jsonable(sweep_lib.cell_config(sweep, cell).to_dict())
+  config['method'] = method_config
+  json.dump(config, open(os.path.join(d, 'config.json'), 'w'))
+  json.dump({'status': 'finished'}, open(os.path.join(d, 'summary.json'), 'w'))
+
+
+# Method configs as cells committed before method.error_feedback replaced error_type, and before
+# method.quantize existed, wrote them (benchmarks/results/*/cells.jsonl), with the grid entry
+# that builds the same method today.
+OLD_CELLS = [
+    ('method=local_topk,k=20', {'name': 'local_topk', 'k': 20, 'error_type': 'local',
+                                'local_momentum': 0.0, 'topk_method': 'exact'}),
+    ('method=local_topk,k=21,error_feedback=False',
+     {'name': 'local_topk', 'k': 21, 'error_type': 'none', 'local_momentum': 0.0,
+      'topk_method': 'exact'}),
+    ('method=random_k,k=20,scaling=none,error_feedback=True',
+     {'name': 'random_k', 'k': 20, 'error_type': 'local', 'scaling': 'none',
+      'index_encoding': 'seed'}),
+    ('method=true_topk,k=20', {'name': 'true_topk', 'k': 20, 'error_type': 'virtual',
+                               'momentum': 0.0, 'topk_method': 'exact'}),
+    # after method.quantize, before the rename: true_topk's error_feedback was the clients' one
+    ('method=true_topk,k=22,quantize=int8,client_error_feedback=True',
+     {'name': 'true_topk', 'k': 22, 'error_type': 'virtual', 'error_feedback': True,
+      'momentum': 0.0, 'quantize': 'int8', 'topk_method': 'exact'}),
+    ('method=true_topk,k=23,error_feedback=False',
+     {'name': 'true_topk', 'k': 23, 'error_type': 'none', 'error_feedback': False,
+      'momentum': 0.0, 'quantize': 'none', 'topk_method': 'exact'}),
+    ('method=uncompressed', {'name': 'uncompressed'}),
+]
+
+
+def test_cells_stored_before_a_rename_or_an_added_method_field_are_not_stale(experiment,
+                                                                             tmp_path):
+  """A stored `error_type` reads as today's `error_feedback` (true_topk's old `error_feedback` as
+  `client_error_feedback`), an absent quantize as none; a real difference is still stale."""
+  s = tiny_sweep(experiment, [entry for entry, _ in OLD_CELLS])
+  work = str(tmp_path / 'old')
+  cells = sweep_lib.expand(s)
+  for cell, (_, stored) in zip(cells, OLD_CELLS):
+    _stored_as(s, work, cell, stored)
+    assert sweep_lib._check_stale(s, cell, work, 'error') is False, cell.name
+  # Controls: the same stored cells against entries that differ in the renamed or added field.
+  changed = tiny_sweep(experiment, ['method=local_topk,k=20,error_feedback=False',
+                                    'method=local_topk,k=21',
+                                    'method=random_k,k=20,scaling=none',
+                                    'method=true_topk,k=20,error_feedback=False',
+                                    'method=true_topk,k=22,quantize=int8',
+                                    'method=true_topk,k=23',
+                                    'method=uncompressed,quantize=bf16'])
+  diffs = ['method.error_feedback: True -> False', 'method.error_feedback: False -> True',
+           'method.error_feedback: True -> False', 'method.error_feedback: True -> False',
+           "method.client_error_feedback: True -> '<absent>'", 'method.error_feedback: False -> True',
+           "method.quantize: '<absent>' -> 'bf16'"]
+  for cell, stored, diff in zip(sweep_lib.expand(changed), cells, diffs):
+    with pytest.raises(ValueError) as info:         # today's config for the stored cell's name
+      sweep_lib._check_stale(changed, cell._replace(name=stored.name), work, 'error')
+    assert diff in str(info.value), (cell.name, str(info.value))
+
+
+def test_the_committed_digits_cells_are_not_stale():
+  """The digits sweep's committed cells (run before error_type was renamed and quantize added)
+  are done for the sweep as configs/sweeps/digits_mlp.py builds it today."""
+  s = sweep_lib.load_config_file('configs/sweeps/digits_mlp.py')
+  work = os.path.join(sweep_lib.common.REPO_ROOT, 'benchmarks', 'results', 'digits_mlp')
+  cells = [c for c in sweep_lib.expand(s) if c.seed == 0]
+  assert {'local_topk', 'random_k', 'true_topk', 'uncompressed'} <= {c.method for c in cells}
+  for cell in cells:
+    assert sweep_lib.cell_state(work, cell)['status'] in sweep_lib.DONE, cell.name
+    assert sweep_lib._check_stale(s, cell, work, 'error') is False, cell.name
+
+
 def test_unfinished_or_truncated_summary_is_not_done(experiment, tmp_path):
   s = tiny_sweep(experiment, ['method=uncompressed'])
   cell = sweep_lib.expand(s)[0]
