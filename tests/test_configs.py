@@ -53,7 +53,8 @@ def test_sweep_cells_build_and_validate(path):
       if field in ('server_lr', 'client_lr'):    # configs/tweets_minilm.py's rate arguments
         assert config[field.split('_')[0]].lr == value, (cell.name, field)
         continue
-      assert config.method[field] == type(config.method[field])(value), (cell.name, field)
+      expected = preflight.parse_value(config.method[field], str(value), f'method.{field}')
+      assert config.method[field] == expected, (cell.name, field)
   docs = open(os.path.join(ROOT, path)).read().split('"""')[1]
   assert f'--config={path}' in docs
 
