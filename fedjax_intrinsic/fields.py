@@ -197,6 +197,18 @@ def defaults(spec: Mapping) -> dict:
   return {k: defaults(f) if isinstance(f, Mapping) else f.default for k, f in spec.items()}
 
 
+def check_options(spec: Mapping, values: Mapping, section: str) -> None:
+  """The options of a named config section (config.data, config.model: `values` with its 'name')
+  against `spec`, what that name declares: an option `spec` lacks, then each value, gives a
+  one-line ConfigError naming '<section>.<option>'."""
+  for key in values.keys():
+    if key != 'name' and key not in spec:
+      raise ConfigError(
+          f'{section}.{key}={values[key]!r} is invalid for {section}.name={values["name"]!r}; '
+          f'allowed options: {", ".join(f"{section}.{k}" for k in spec) or "none"}')
+  check(spec, values, section + '.')
+
+
 def check(spec: Mapping, values: Mapping, prefix: str = '') -> None:
   """Every field of `spec` present in `values` is allowed; ConfigError (one line) at the first
   that is not, naming `prefix + name`. Nested specs are checked in their groups."""

@@ -74,14 +74,7 @@ def validate(config) -> None:
   """config.data's options against data set config.data.name's declaration: no unknown option,
   each allowed on its own (pure; one-line ConfigError naming data.<option>). The bounds that need
   the data (num_clients <= its examples, ...) and the files are checked later (preflight.check)."""
-  d = config.data
-  spec = fields_of(d.name)
-  for key in d.keys():
-    if key != 'name' and key not in spec:
-      raise fields.ConfigError(
-          f'data.{key}={d[key]!r} is invalid for data.name={d.name!r}; allowed options: '
-          f'{", ".join("data." + k for k in spec) or "none"}')
-  fields.check(spec, d, 'data.')
+  fields.check_options(fields_of(config.data.name), config.data, 'data')
 
 
 def options_markdown() -> str:

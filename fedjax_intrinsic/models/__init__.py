@@ -114,14 +114,7 @@ def validate(config) -> None:
   """config.model's options against model config.model.name's declaration: no unknown option,
   each allowed on its own (pure; one-line ConfigError naming model.<option>). Rules between
   options and the input shape (heads dividing widths, seq_len <= positions) are the builder's."""
-  m = config.model
-  declared = spec(m.name).options
-  for key in m.keys():
-    if key != 'name' and key not in declared:
-      raise fields.ConfigError(
-          f'model.{key}={m[key]!r} is invalid for model.name={m.name!r}; allowed options: '
-          f'{", ".join("model." + k for k in declared) or "none"}')
-  fields.check(declared, m, 'model.')
+  fields.check_options(spec(config.model.name).options, config.model, 'model')
 
 
 def options_markdown() -> str:
