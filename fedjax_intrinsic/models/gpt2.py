@@ -42,8 +42,7 @@ OPTIONS = {      # the builder's options, declared once (config model.*)
     'n_head': fields.Int(12, lo=1, note='dividing n_embd', doc='attention heads'),
     'n_embd': fields.Int(768, lo=1, doc='residual width'),
     'n_positions': fields.Int(1024, lo=1, note='>= seq_len', doc='learned positions'),
-    'checkpoint': fields.Text(None, also=(None,), doc='a Hugging Face model.safetensors or .npz: '
-                                                      'pretrained init (None: random init)'),
+    'checkpoint': hf_checkpoint.OPTION,
 }
 LN_EPS = 1e-5
 INIT_STD = 0.02

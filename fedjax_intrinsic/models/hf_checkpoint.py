@@ -33,6 +33,12 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from fedjax_intrinsic import fields
+
+# The model option `model.checkpoint` of the builders that load through this module.
+OPTION = fields.Text(None, also=(None,), doc='a Hugging Face model.safetensors or .npz: '
+                                           'pretrained init (None: random init)')
+
 DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
           'BF16': ml_dtypes.bfloat16, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
           'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
