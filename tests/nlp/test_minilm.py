@@ -93,21 +93,32 @@ def _short_config(server_lr):
   c.client.batch_size = 16
   c.server.lr = server_lr
   c.eval_every = 16
+  c.eval_splits = 'test'                 # the only split the test reads
   return c
 
 
 LEARNING_TEST_SERVER_LR = 3e-4
 
 
-def test_short_fine_tuning_learns_and_its_control_does_not(tmp_path):
+def test_short_fine_tuning_learns_and_its_control_does_not(tmp_path, monkeypatch):
   from fedjax_intrinsic import experiment
+  made = []
+
+  class Recording(experiment.Experiment):     # the run's Experiment, kept for the control
+    def __init__(self, config):
+      super().__init__(config)
+      made.append(self)
+
+  monkeypatch.setattr(experiment, 'Experiment', Recording)
   run = experiment.run(_short_config(LEARNING_TEST_SERVER_LR), str(tmp_path / 'run'))
   majority = run['data']['test_majority_rate']
   assert 0.69 < majority < 0.71
   assert run['final']['test_accuracy'] > majority + 0.08, run['final']
   # The control: server rate 0, where Adam's every step is 0 and θ stays θ0 (the pretrained
   # encoder, a random head) for all 16 rounds, so θ0 is evaluated directly on the same test split.
-  exp = experiment.Experiment(_short_config(0.0))
+  # θ0 and the split do not depend on the server rate (the run key): the run's own Experiment's
+  # θ0, data and evaluator are those of _short_config(0.0), without building them again.
+  (exp,) = made
   control = exp.evaluate(exp.params0)
   assert exp.data.metadata['test_majority_rate'] == majority
   assert control['test_accuracy'] < majority + 0.02, control
