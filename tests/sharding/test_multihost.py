@@ -1,11 +1,13 @@
 """Two local processes x 4 CPU devices (jax.distributed, Gloo) give the single-process run."""
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from fedjax_intrinsic import experiment, sharding
 from tests.sharding import cases
@@ -21,7 +23,7 @@ def _free_port() -> int:
 
 
 def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150,
-            args: tuple = ()) -> list:
+            args: tuple = (), tag: str = '') -> list:
   port = _free_port()   # picked just before launch
   procs = []
   try:
@@ -30,7 +32,7 @@ def _launch(out_dir: str, num_processes: int = 2, timeout_s: int = 150,
       env = dict(os.environ, XLA_FLAGS=flags.strip(),
                  JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
                  JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(i))
-      log = open(os.path.join(out_dir, f'log{i}.txt'), 'w')
+      log = open(os.path.join(out_dir, f'log{tag}{i}.txt'), 'w')
       procs.append((subprocess.Popen([sys.executable, WORKER, args[0], out_dir, *args[1:]],
                                      env=env, stdout=log, stderr=subprocess.STDOUT), log))
     return [proc.wait(timeout=timeout_s) for proc, _ in procs]
@@ -47,9 +49,20 @@ def _logs(out_dir):
                    if f.startswith('log'))
 
 
-def test_two_processes_equal_one(tmp_path):
-  out_dir = str(tmp_path)
-  assert _launch(out_dir, args=('multihost', *NAMES)) == [0, 0], _logs(out_dir)
+@pytest.fixture(scope='module')
+def launched(tmp_path_factory):
+  """One launch of two processes serves both tests below: the multihost cases and run (result*.json,
+  workdir/), then, in the same processes, NAMES[1]'s checkpointed run preempted after round 2
+  (resume_workdir/), so both exit with code 3. Returns (out_dir, exit codes)."""
+  out_dir = str(tmp_path_factory.mktemp('multihost'))
+  codes = _launch(out_dir, timeout_s=300, tag='_first',
+                  args=('multihost', *NAMES, '--then-resume', NAMES[1], '2'))
+  return out_dir, codes
+
+
+def test_two_processes_equal_one(launched, tmp_path):
+  out_dir, codes = launched
+  assert codes == [3, 3], _logs(out_dir)
   results = []
   for i in range(2):
     with open(os.path.join(out_dir, f'result{i}.json')) as f:
@@ -61,7 +74,7 @@ def test_two_processes_equal_one(tmp_path):
     assert_same_run(cases.run_case(name, 1), results[0]['cases'][name])
   # experiment.run: files from process 0 only, the metrics of a single-process run.
   single = experiment.run(cases.case_config(NAMES[0], 1), str(tmp_path / 'single'))
-  workdir = tmp_path / 'workdir'
+  workdir = pathlib.Path(out_dir) / 'workdir'
   assert sorted(os.listdir(workdir)) == ['.lock', 'config.json', 'metrics.jsonl', 'summary.json']
   read = lambda d: [json.loads(l) for l in open(d / 'metrics.jsonl')]
   multi_lines, single_lines = read(workdir), read(tmp_path / 'single')
@@ -96,12 +109,14 @@ def test_process_share_single_process():
   assert sharding.process_share(8) == slice(0, 8)
 
 
-def test_two_processes_resume_from_checkpoint(tmp_path):
-  """Both processes checkpoint to a shared workdir; killed after round 2, they resume from it and
-  end with the metrics of an uninterrupted single-process run (client state included)."""
-  out_dir, name = str(tmp_path), NAMES[1]
-  assert _launch(out_dir, args=('resume', name, '2')) == [3, 3], _logs(out_dir)
-  assert _launch(out_dir, args=('resume', name, '0')) == [0, 0], _logs(out_dir)
+def test_two_processes_resume_from_checkpoint(launched, tmp_path):
+  """Both processes checkpoint to a shared workdir; killed after round 2 (the fixture's launch),
+  they resume from it and end with the metrics of an uninterrupted single-process run (client state
+  included)."""
+  (out_dir, codes), name = launched, NAMES[1]
+  assert codes == [3, 3], _logs(out_dir)
+  assert not any(f.startswith('resumed') for f in os.listdir(out_dir))   # preempted: no summary
+  assert _launch(out_dir, args=('resume', name, '0'), tag='_resume') == [0, 0], _logs(out_dir)
   for i in range(2):
     with open(os.path.join(out_dir, f'resumed{i}.json')) as f:
       assert json.load(f)['resumed_from_round'] == 2
@@ -109,7 +124,7 @@ def test_two_processes_resume_from_checkpoint(tmp_path):
   config.rounds = 4
   experiment.run(config, str(tmp_path / 'single'))
   read = lambda d: [json.loads(l) for l in open(d / 'metrics.jsonl')]
-  got, want = read(tmp_path / 'workdir'), read(tmp_path / 'single')
+  got, want = read(pathlib.Path(out_dir) / 'resume_workdir'), read(tmp_path / 'single')
   assert [l['round'] for l in got] == [1, 2, 3, 4]
   for g, w in zip(got, want):
     for k in w:
