@@ -37,10 +37,16 @@ def simulate_client_syncs(alg, params0, states, schedule, memo=None):
   Checks at every sync that the rebuilt θ is the server's and the payload's bytes are what
   `download_bytes` charges; returns the held rounds after each sync. `memo` (a dict shared by the
   calls of one run's schedules) keeps what a client holds after each schedule prefix: a client's
-  state after syncs s_1 … s_i depends on those rounds only, so each distinct prefix is checked once.
+  state after syncs s_1 … s_i depends on those rounds only, so each distinct prefix is checked once
+  (and the fresh client's `alg.init(params0)`, the empty prefix, is built once, and the server's
+  θ is read with one jitted `alg.model_params`).
   """
-  held, h, helds = alg.init(params0), 1, []
   memo = {} if memo is None else memo
+  if () not in memo:     # the fresh client (no sync yet): the same for every schedule of the run
+    memo[()] = (alg.init(params0), 1)
+  if 'model_params' not in memo:   # jittable for every method (base.py): one compilation a run
+    memo['model_params'] = jax.jit(alg.model_params)
+  (held, h), helds, model_params = memo[()], [], memo['model_params']
   for i, s in enumerate(schedule):
     prefix = tuple(schedule[:i + 1])
     if prefix in memo:
@@ -49,7 +55,7 @@ def simulate_client_syncs(alg, params0, states, schedule, memo=None):
       continue
     state = states[s - 1]
     payload = alg.catch_up(state, h)
-    assert_close(alg.model_params(state), alg.rebuild(held, payload, h, s), rtol=1e-5)
+    assert_close(model_params(state), alg.rebuild(held, payload, h, s), rtol=1e-5)
     nbytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(payload))
     assert nbytes == int(alg.download_bytes(state, np.array([h]))[0]), (alg.name, schedule, s, h)
     if alg.keep is not None:
@@ -68,3 +74,20 @@ def every_schedule(num_states, max_syncs=None):
   top = num_states if max_syncs is None else min(max_syncs, num_states)
   out = [list(c) for n in range(1, top + 1) for c in itertools.combinations(rounds, n)]
   return out if top == num_states else out + [list(rounds)]
+
+
+def run_and_keep_experiment(config, workdir, monkeypatch):
+  """`experiment.run(config, workdir)`, as run.py calls it; returns (summary, the Experiment it
+  built), so that a test reuses its data, θ0 and evaluator (e.g. a control evaluating θ0 on the
+  same test split) instead of building them again."""
+  made = []
+
+  class Recording(experiment.Experiment):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      made.append(self)
+
+  monkeypatch.setattr(experiment, 'Experiment', Recording)
+  summary = experiment.run(config, workdir)
+  (exp,) = made
+  return summary, exp
