@@ -8,23 +8,23 @@ stays below 0.2. Read from the registry at collection time, so a new method is t
 """
 import pytest
 
-from fedjax_intrinsic import algorithms, experiment
+from fedjax_intrinsic import algorithms
+from tests.algorithms.helpers import run_and_keep_experiment
 
 ROUNDS = 100
 THRESHOLD = 0.6
 
 
 @pytest.mark.parametrize('method', algorithms.METHODS)
-def test_default_learns(method, tmp_path):
+def test_default_learns(method, tmp_path, monkeypatch):
   from configs import digits_cnn
   c = digits_cnn.get_config(f'method={method},model=mlp,rounds={ROUNDS}')
   c.time_client_cost = False
   c.eval_every = ROUNDS
   assert dict(c.method) == dict(algorithms.default_config(method))   # the defaults, untouched
-  summary = experiment.run(c, str(tmp_path))
+  summary, exp = run_and_keep_experiment(c, str(tmp_path), monkeypatch)
   accuracy = summary['final']['test_accuracy']
   print(f'{method}: test accuracy {accuracy:.4f} after {ROUNDS} rounds')
   assert summary['status'] == 'finished', summary['diverged_round']
   assert accuracy > THRESHOLD, accuracy
-  exp = experiment.Experiment(c)
-  assert exp.evaluate(exp.params0)['test_accuracy'] < 0.2
+  assert exp.evaluate(exp.params0)['test_accuracy'] < 0.2      # the run's own θ0 and test split
