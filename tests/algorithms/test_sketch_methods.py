@@ -15,7 +15,7 @@ from fedjax_intrinsic import algorithms, experiment, keys, models, simulation
 from fedjax_intrinsic.algorithms import base, fetchsgd
 from fedjax_intrinsic.config import ConfigError
 from fedjax_intrinsic.preflight import validate
-from tests.algorithms.helpers import assert_close
+from tests.algorithms.helpers import assert_close, run_and_keep_experiment
 from tests.conftest import digits_config
 
 D_LOGREG = 650
@@ -221,7 +221,7 @@ def test_sketched_sgd_bytes_catch_up_strategies(p2):
 
 
 @pytest.mark.parametrize('model,rounds,threshold', [('mlp', 200, 0.85), ('cnn', 150, 0.7)])
-def test_fetchsgd_default_learns_without_diverging(model, rounds, threshold, tmp_path):
+def test_fetchsgd_default_learns_without_diverging(model, rounds, threshold, tmp_path, monkeypatch):
   """The default (masking='buckets', 5 × 1,000, k = 100) on configs/digits_cnn.py's protocol
   (100 shard clients, 10 a round), for long enough to catch the divergence masking='subtract' showed
   after about 100 rounds (MLP with k = 200 from round ~120, CNN at round 134). Every round's loss
@@ -231,11 +231,10 @@ def test_fetchsgd_default_learns_without_diverging(model, rounds, threshold, tmp
   c.time_client_cost = False
   c.eval_every = rounds
   assert c.method.masking == 'buckets'
-  summary = experiment.run(c, str(tmp_path))
+  summary, exp = run_and_keep_experiment(c, str(tmp_path), monkeypatch)
   assert summary['status'] == 'finished', summary['diverged_round']
   assert summary['final']['test_accuracy'] > threshold, summary['final']['test_accuracy']
-  exp = experiment.Experiment(c)
-  assert exp.evaluate(exp.params0)['test_accuracy'] < 0.2
+  assert exp.evaluate(exp.params0)['test_accuracy'] < 0.2     # the run's own θ0 and test split
 
 
 @pytest.mark.parametrize('method,fields,num_clients,cohort,rounds,threshold', [
@@ -247,15 +246,15 @@ def test_fetchsgd_default_learns_without_diverging(model, rounds, threshold, tmp
 def test_learns_on_digits(method, fields, num_clients, cohort, rounds, threshold):
   """The digits MLP (D = 9,610) with a 5 × 1,000 sketch, k = 300 and p2 = 1 (H = A), server SGD at
   rate 1 (configs/digits_cnn.py); a zero server rate stays at θ0's accuracy."""
-  accuracy = {}
-  for lr in (1.0, 0.0):
-    c = digits_config(method, model='mlp', rounds=rounds, clients_per_round=cohort, **fields)
-    c.data.num_clients = num_clients
-    c.server.lr = lr
-    exp = experiment.Experiment(c)
-    final, _, lines = _run(exp, rounds=rounds)
-    accuracy[lr] = exp.evaluate(exp.algorithm.model_params(final))['test_accuracy']
-    assert lines[-1]['upload_compression'] > 1.8
+  c = digits_config(method, model='mlp', rounds=rounds, clients_per_round=cohort, **fields)
+  c.data.num_clients = num_clients
+  c.server.lr = 1.0
+  exp = experiment.Experiment(c)
+  final, _, lines = _run(exp, rounds=rounds)
+  assert lines[-1]['upload_compression'] > 1.8
+  # The control, server lr 0.0: server SGD at rate 0 keeps θ0 round after round, so θ0 itself.
+  accuracy = {1.0: exp.evaluate(exp.algorithm.model_params(final))['test_accuracy'],
+              0.0: exp.evaluate(exp.params0)['test_accuracy']}
   assert accuracy[1.0] > threshold, accuracy
   assert accuracy[0.0] < 0.2, accuracy
 
