@@ -6,27 +6,40 @@ import pytest
 from fedjax_intrinsic.config import ConfigError
 from fedjax_intrinsic.preflight import validate
 from tests.algorithms.helpers import assert_close, every_schedule, flat, run, simulate_client_syncs
+from tests.conftest import digits_config
 
 INTRINSIC = ('intrinsic_static', 'intrinsic_k_subspace', 'intrinsic_time_varying')
 D_LOGREG = 650   # logistic regression on 8x8 digits, 10 classes
 
 
+@pytest.fixture(scope='module')
+def uncompressed_run():
+  """The reference run of the identity-projection tests (the same config for each method)."""
+  return run(digits_config('uncompressed'))
+
+
+@pytest.fixture(scope='module')
+def static_run():
+  """intrinsic_static at d = 64, the reference of the two equivalence tests below."""
+  return run(digits_config('intrinsic_static', d=64))
+
+
 @pytest.mark.parametrize('method', INTRINSIC)
-def test_identity_projection_equals_uncompressed(make_digits_config, method):
+def test_identity_projection_equals_uncompressed(make_digits_config, method, uncompressed_run):
   """d = D with the identity operator: every intrinsic method is uncompressed SGD."""
-  ref = run(make_digits_config('uncompressed'))[1]
+  ref = uncompressed_run[1]
   exp, state, _, _ = run(make_digits_config(method, projection='identity', d=D_LOGREG))
   assert_close(exp.algorithm.model_params(state), ref.theta, rtol=1e-5)
 
 
-def test_one_subspace_equals_static(make_digits_config):
-  static = run(make_digits_config('intrinsic_static', d=64))
+def test_one_subspace_equals_static(make_digits_config, static_run):
+  static = static_run
   k1 = run(make_digits_config('intrinsic_k_subspace', d=64, num_subspaces=1))
   assert_close(k1[0].algorithm.model_params(k1[1]), static[0].algorithm.model_params(static[1]))
 
 
-def test_constant_time_varying_equals_static(make_digits_config):
-  static = run(make_digits_config('intrinsic_static', d=64))
+def test_constant_time_varying_equals_static(make_digits_config, static_run):
+  static = static_run
   tv = run(make_digits_config('intrinsic_time_varying', d=64, resample_every=0))
   assert_close(tv[0].algorithm.model_params(tv[1]), static[0].algorithm.model_params(static[1]))
 
@@ -128,12 +141,18 @@ def test_bytes_match_paper_formulas(make_digits_config, method, d, K, stateless)
   assert lines[E]['bytes_down'] == (back + (C - 1) * fresh) * 4
 
 
+@pytest.fixture(scope='module')
+def float32_payload_run():
+  return run(digits_config('intrinsic_static', d=64, clients_per_round=5))
+
+
 @pytest.mark.parametrize('payload_dtype,per_client', [('bfloat16', 2 * 64), ('int8', 64 + 4)])
-def test_quantised_payload_bytes_and_learning_signal(make_digits_config, payload_dtype, per_client):
+def test_quantised_payload_bytes_and_learning_signal(make_digits_config, payload_dtype, per_client,
+                                                     float32_payload_run):
   c = make_digits_config('intrinsic_static', d=64, payload_dtype=payload_dtype, clients_per_round=5)
   exp, state, _, lines = run(c)
   assert lines[0]['bytes_up'] == 5 * per_client
-  ref = run(make_digits_config('intrinsic_static', d=64, clients_per_round=5))
+  ref = float32_payload_run
   # Quantisation perturbs, but the update stays close to the float32 one.
   assert_close(ref[1].z, state.z, rtol=0.1)
 
