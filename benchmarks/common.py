@@ -30,6 +30,16 @@ BENCH_DIR = os.path.join(REPO_ROOT, 'benchmarks')
 RESULTS_DIR = os.path.join(BENCH_DIR, 'results')
 
 
+def workdir_flag(workdir, name: str) -> str:
+  """' --workdir=<workdir>' for a recorded command, '' when it is the default place
+  (benchmarks/results/<name>, of this checkout or of another)."""
+  if not workdir:
+    return ''
+  tail = os.path.join('benchmarks', 'results', name)
+  path = os.path.normpath(workdir)
+  return '' if path == tail or path.endswith(os.sep + tail) else f' --workdir={workdir}'
+
+
 def results_path(name: str, backend: str, preset: str = 'full') -> str:
   """results/<name>_<backend>.json for the full preset, results/<name>_<backend>_<preset>.json else."""
   suffix = '' if preset == 'full' else f'_{preset}'

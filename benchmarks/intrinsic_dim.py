@@ -359,7 +359,11 @@ def main(argv):
   f = flags.FLAGS
   experiment, _, arg = f.config.partition(':')
   workdir = f.workdir or os.path.join(common.RESULTS_DIR, f.name)
-  command = ' '.join(['python -m benchmarks.intrinsic_dim'] + sys.argv[1:])
+  args = sys.argv[1:]
+  kept = [a for i, a in enumerate(args) if not a.startswith('--workdir=') and a != '--workdir'
+          and not (i > 0 and args[i - 1] == '--workdir')]
+  command = (' '.join(['python -m benchmarks.intrinsic_dim'] + kept)
+             + common.workdir_flag(f.workdir, f.name))
   try:
     seeds = check_inputs(experiment, arg, workdir, name=f.name, metric=f.metric,
                          fraction=f.fraction, method=f.method, d_start=f.d_start, d_max=f.d_max,

@@ -545,12 +545,8 @@ def main(argv):
       return
   except (config_lib.ConfigError, ValueError) as e:   # the sweep file's fields, or a cell's
     cli.refuse(e)
-  command = f'python -m benchmarks.sweep --config={cli.spec()}'
-  # The default place (benchmarks/results/<name>, of this or another checkout) goes unsaid.
-  default_tail = os.path.join('benchmarks', 'results', sweep.name)
-  if f.workdir and not os.path.normpath(f.workdir).endswith(os.sep + default_tail) \
-      and os.path.normpath(f.workdir) != default_tail:
-    command += f' --workdir={f.workdir}'
+  command = (f'python -m benchmarks.sweep --config={cli.spec()}'
+             + common.workdir_flag(f.workdir, sweep.name))
   try:
     states = run_sweep(sweep, workdir, only=f.only, retry_failed=f.retry_failed, stale=f.stale,
                        log=log, command=command, isolate=f.isolate)
