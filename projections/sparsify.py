@@ -203,8 +203,11 @@ def top_k(x: jax.Array, k: int, method: str = 'exact') -> tuple[jax.Array, jax.A
   return x[idx], idx
 
 
-def random_k(key: jax.Array, x: jax.Array, k: int, *,
-             unbiased: bool = False) -> tuple[jax.Array, jax.Array]:
+RANDOM_K_THRESHOLD_ABOVE = 2**18  # D above which random_k's 'auto' selects by counting passes
+
+
+def random_k(key: jax.Array, x: jax.Array, k: int, *, unbiased: bool = False,
+             method: str = 'auto') -> tuple[jax.Array, jax.Array]:
   """``k`` coordinates of ``x: f[D]`` uniformly without replacement: ``(f[k], i32[k])``.
 
   Every ``k``-subset is equally likely (the ``k`` largest of ``D`` random 31-bit keys, ties
@@ -212,12 +215,23 @@ def random_k(key: jax.Array, x: jax.Array, k: int, *,
   a pure function of ``key``. Values are ``x`` at those indices, unscaled by default, so
   ``densify`` gives a biased (shrunk) estimate of ``x``; with ``unbiased=True`` they are
   scaled by ``D / k`` so that ``E[densify(random_k(key, x, k))] = x``.
+  ``method`` selects the k largest keys: ``'exact'`` (``lax.top_k``, then the indices sorted),
+  ``'threshold'`` (``top_keys``: counting passes, no sort), or ``'auto'``: exact up to
+  ``D = RANDOM_K_THRESHOLD_ABOVE`` (there it compiles in a fraction of the time), threshold
+  above. Both break ties by the lower index, so every method returns the same indices.
   """
   x = _check_x(x, 'x', 'random_k')
   D = x.shape[0]
   k = base.check_int(k, 'k', 1, D, where=f' (D = {D}) for random_k')
+  if method == 'auto':
+    method = 'threshold' if D > RANDOM_K_THRESHOLD_ABOVE else 'exact'
   keys = jax.random.bits(key, (D,), jnp.uint32) >> 1
-  idx = top_keys(keys, k)
+  if method == 'exact':
+    idx = jnp.sort(lax.top_k(keys, k)[1])
+  elif method == 'threshold':
+    idx = top_keys(keys, k)
+  else:
+    raise ValueError(f"method: random_k knows {('auto',) + METHODS}, got {method!r}")
   values = x[idx]
   if unbiased:
     values = (values.astype(base.compute_dtype(x.dtype)) * (D / k)).astype(x.dtype)

@@ -101,6 +101,24 @@ def test_random_k_distinct_deterministic_unbiased():
   np.testing.assert_allclose(vu, x[i] * D / k, rtol=1e-6)
 
 
+@pytest.mark.parametrize('D,k', [(20, 5), (650, 32), (5000, 4999), (2**19, 300)])
+def test_random_k_methods_select_the_same_indices(D, k):
+  """'exact' (lax.top_k of the keys, sorted) and 'threshold' (counting passes) pick the same k of
+  D for every key; 'auto' is one of them ('exact' up to 2^18, 'threshold' above). The oracle:
+  numpy's stable argsort of the same 31-bit keys (the k largest, ties to the lower index)."""
+  x = jnp.zeros(D)
+  pick = lambda method: jax.jit(jax.vmap(
+      lambda key: S.random_k(key, x, k, method=method)[1]))(jax.random.split(jax.random.key(9), 8))
+  exact, threshold, auto = (np.asarray(pick(m)) for m in ('exact', 'threshold', 'auto'))
+  np.testing.assert_array_equal(exact, threshold)
+  np.testing.assert_array_equal(auto, exact)
+  bits = jax.vmap(lambda key: jax.random.bits(key, (D,), jnp.uint32) >> 1)(
+      jax.random.split(jax.random.key(9), 8))
+  for row, keys in zip(exact, np.asarray(bits)):
+    oracle = np.sort(np.argsort(-keys.astype(np.int64), kind='stable')[:k])
+    np.testing.assert_array_equal(row, oracle)
+
+
 def test_random_k_uniform_over_keys():
   D, k, n = 20, 5, 4000
   keys = jax.random.split(jax.random.key(5), n)
@@ -134,6 +152,8 @@ def test_bad_inputs():
       S.top_k(x, k)
     with pytest.raises(ValueError, match='k: '):
       S.random_k(jax.random.key(0), x, k)
+  with pytest.raises(ValueError, match='method: .*threshold'):
+    S.random_k(jax.random.key(0), x, 3, method='approx')
   with pytest.raises(ValueError, match='method: .*exact'):
     S.top_k(x, 3, method='approx')
   with pytest.raises(ValueError, match='x: .*dtype'):
