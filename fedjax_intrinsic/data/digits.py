@@ -14,9 +14,6 @@ from typing import Optional
 
 import jax
 import numpy as np
-import sklearn
-import sklearn.datasets
-from sklearn.model_selection import train_test_split
 
 from fedjax_intrinsic import fields, keys
 from fedjax_intrinsic.data import partitions
@@ -32,6 +29,9 @@ def load(*, key: jax.Array, partition: str = 'shards', num_clients: int = 100, a
          shards_per_client: int = 1, examples_per_client: Optional[int] = None) -> FederatedData:
   """The digits data set partitioned over `num_clients` clients (key: the run's data key)."""
   fields.check(OPTIONS, locals(), 'data.')
+  import sklearn                      # here, not at module import: every run (and a refused one)
+  import sklearn.datasets             # imports this module, and scikit-learn takes seconds
+  from sklearn.model_selection import train_test_split
   raw = sklearn.datasets.load_digits()
   x = (raw.images / 16.0).astype(np.float32)[..., None]                  # [1797, 8, 8, 1]
   y = raw.target.astype(np.int32)

@@ -50,21 +50,28 @@ def test_encoder_on_real_weights_matches_flax_bert_model(texts, ours):
   params = model.init(jax.random.PRNGKey(0))
   sizes = bert.MINILM_SIZES
   keep = jnp.asarray(tokens != 0)
-  x = bert.Embeddings(sizes['vocab_size'], sizes['max_position'], sizes['type_vocab_size'],
-                      sizes['hidden']).apply({'params': params['embeddings']}, tokens)
-  hidden = bert.Encoder(sizes['num_layers'], sizes['num_heads'], sizes['intermediate']).apply(
-      {'params': params['encoder']}, x, keep)
-  pooled = bert.Pooler().apply({'params': params['pooler']}, hidden)
+
+  @jax.jit      # one compiled program each (run eagerly, every op would compile on its own)
+  def forward(params):
+    x = bert.Embeddings(sizes['vocab_size'], sizes['max_position'], sizes['type_vocab_size'],
+                        sizes['hidden']).apply({'params': params['embeddings']}, tokens)
+    hidden = bert.Encoder(sizes['num_layers'], sizes['num_heads'], sizes['intermediate']).apply(
+        {'params': params['encoder']}, x, keep)
+    return hidden, bert.Pooler().apply({'params': params['pooler']}, hidden), model.apply(
+        params, tokens)
+
+  hidden, pooled, logits = forward(params)
   ref = transformers.FlaxBertModel.from_pretrained(bert.minilm_file('config.json')[:-len(
       '/config.json')])
-  out = ref(input_ids=tokens, attention_mask=(tokens != 0).astype(np.int32),
-            token_type_ids=np.zeros_like(tokens))
+  out = jax.jit(lambda ref_params: ref(
+      input_ids=tokens, attention_mask=(tokens != 0).astype(np.int32),
+      token_type_ids=np.zeros_like(tokens), params=ref_params))(ref.params)
   print('max |hidden - FlaxBertModel|:', float(jnp.max(jnp.abs(hidden - out.last_hidden_state))))
   np.testing.assert_allclose(hidden, out.last_hidden_state, atol=1e-4, rtol=0)
   np.testing.assert_allclose(pooled, out.pooler_output, atol=1e-4, rtol=0)
   head = params['classifier']
-  np.testing.assert_allclose(model.apply(params, tokens),
-                             out.pooler_output @ head['kernel'] + head['bias'], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(logits, out.pooler_output @ head['kernel'] + head['bias'],
+                             atol=1e-4, rtol=0)
   scratch = models.get('minilm_l6_scratch', input_shape=(seq_len,), num_classes=2)
   p0 = scratch.init(jax.random.PRNGKey(0))
   assert models.num_params(p0) == models.num_params(params) == bert.num_params(
