@@ -175,9 +175,13 @@ def subspace(opt, sub: compressors.Subspace, flat: Flat) -> Server:
     z, opt_state = anchored_step(opt, state.z, state.opt_state, g)
     return state._replace(round=state.round + 1, z=z, opt_state=opt_state)
 
+  @jax.jit
+  def theta_of_z(theta0, z):   # rebuild's θ0 + A z: one compiled program, not one per operation
+    return theta0 + sub.lift(sub.state(0), z)
+
   def rebuild(held, payload, held_round, round_now):
     del held, held_round, round_now   # z alone, with θ0 and the seed's subspace, gives θ
-    return sub.unravel(flat.theta0 + sub.lift(sub.state(0), payload))
+    return sub.unravel(theta_of_z(flat.theta0, payload))
 
   return Server(
       init=init, step=step, theta=theta, shared=lambda state: state.op_state,
@@ -197,6 +201,11 @@ def k_subspace(opt, sub: compressors.Subspace, flat: Flat, K: int,
 
   def lifted(z, theta0, op_states):
     return theta0 + jnp.sum(jax.vmap(sub.lift)(op_states, z), axis=0)   # [K, D] summed
+
+  @jax.jit
+  def theta_of_z(theta0, z):   # rebuild's θ: one compiled program, not one per operation
+    op_states = jax.vmap(sub.state)(jnp.arange(K))        # every client derives them from the seed
+    return lifted(z, theta0, op_states)
 
   def theta(state):
     return lifted(state.z, state.theta0, state.op_state)
@@ -257,8 +266,7 @@ def k_subspace(opt, sub: compressors.Subspace, flat: Flat, K: int,
     if 'theta' in payload:
       return sub.unravel(payload['theta'])
     z = patched(held_state, payload, held_round, round_now)
-    op_states = jax.vmap(sub.state)(jnp.arange(K))        # every client derives them from the seed
-    return sub.unravel(lifted(z, flat.theta0, op_states))
+    return sub.unravel(theta_of_z(flat.theta0, z))
 
   return Server(init=init, step=step, theta=theta, shared=shared,
                 model_params=lambda state: sub.unravel(theta(state)),

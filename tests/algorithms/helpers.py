@@ -39,11 +39,13 @@ def simulate_client_syncs(alg, params0, states, schedule, memo=None):
   calls of one run's schedules) keeps what a client holds after each schedule prefix: a client's
   state after syncs s_1 … s_i depends on those rounds only, so each distinct prefix is checked once
   (and the fresh client's `alg.init(params0)`, the empty prefix, is built once, and the server's
-  θ is read with one jitted `alg.model_params`).
+  θ is read with one jitted `alg.model_params`). `alg.init` is jittable (base.py): the fresh
+  client's state is built by `jax.jit(alg.init)`, the program `Experiment.init_state` compiled
+  already (served by the compilation cache), not op by op.
   """
   memo = {} if memo is None else memo
   if () not in memo:     # the fresh client (no sync yet): the same for every schedule of the run
-    memo[()] = (alg.init(params0), 1)
+    memo[()] = (jax.jit(alg.init)(params0), 1)
   if 'model_params' not in memo:   # jittable for every method (base.py): one compilation a run
     memo['model_params'] = jax.jit(alg.model_params)
   (held, h), helds, model_params = memo[()], [], memo['model_params']

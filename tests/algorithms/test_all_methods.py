@@ -63,12 +63,12 @@ def drive(exp, strategy: str, shortcut: bool = False):
   return state, losses
 
 
-def check_catch_up(alg, params0, states, final):
+def check_catch_up(alg, params0, states, final, model_params):
   """Clients that sync at every possible schedule of rounds, keeping only what they received
-  (`simulate_client_syncs`): at each sync the rebuilt θ == the server's, the bytes ==
-  download_bytes."""
+  (`simulate_client_syncs`): at each sync the rebuilt θ == the server's (read with
+  `model_params`, the jitted `alg.model_params`), the bytes == download_bytes."""
   states = list(states) + [final]
-  memo = {}
+  memo = {'model_params': model_params}
   for schedule in every_schedule(len(states)):
     simulate_client_syncs(alg, params0, states, schedule, memo)
 
@@ -93,8 +93,12 @@ def test_every_method(method, tmp_path, monkeypatch):
   """(d) then (a)-(c) on the same Experiment: one compilation per strategy."""
   from configs import digits_cnn
   # (d) `run.py --config=configs/digits_cnn.py:method=<m>,model=logreg,rounds=2`, in-process
-  # (vmap, 10 clients a round), recording its server states.
+  # (vmap, 10 clients a round), recording its server states. Without the config's client-cost
+  # timing (time_client_cost: method-independent code, tested by tests/simulation/
+  # test_experiment.py::test_client_cost_timing_fields; the jitted client_update it times, the
+  # method's own, is the one the loop oracle below compiles): 3 compilations less per method.
   c = digits_cnn.get_config(f'method={method},model=logreg,rounds=2')
+  c.time_client_cost = False
   c.method.update(small(method))
   monkeypatch.setattr(RecordingExperiment, 'made', [])
   monkeypatch.setattr(experiment, 'Experiment', RecordingExperiment)
@@ -120,20 +124,21 @@ def test_every_method(method, tmp_path, monkeypatch):
 
   (exp,) = RecordingExperiment.made
   alg = exp.algorithm
-  theta = alg.model_params(exp.final)
+  model_params = jax.jit(alg.model_params)   # jittable (base.py): one program, not op by op
+  theta = model_params(exp.final)
   # (c) catch-up rebuild from the client's own kept state == server θ, and its bytes.
-  check_catch_up(alg, exp.params0, exp.states, exp.final)
+  check_catch_up(alg, exp.params0, exp.states, exp.final, model_params)
   # (a) every other strategy == the loop oracle == the run's vmap (with padding clients for
   # chunked_vmap: 10 clients in chunks of 4).
   loop_final, loop_losses = drive(exp, 'loop')
-  assert_close(alg.model_params(loop_final), theta, rtol=1e-5)
+  assert_close(model_params(loop_final), theta, rtol=1e-5)
   np.testing.assert_allclose(loop_losses, [line['train_loss'] for line in lines], rtol=1e-5)
   for strategy in STRATEGIES:
     final, losses = drive(exp, strategy)
-    assert_close(alg.model_params(loop_final), alg.model_params(final), rtol=1e-5)
+    assert_close(model_params(loop_final), model_params(final), rtol=1e-5)
     np.testing.assert_allclose(losses, loop_losses, rtol=1e-5, err_msg=strategy)
   # (b) the cohort shortcut, where the method allows it.
   if alg.cohort_shortcut:
     final, losses = drive(exp, 'vmap', shortcut=True)
-    assert_close(alg.model_params(loop_final), alg.model_params(final), rtol=1e-5)
+    assert_close(model_params(loop_final), model_params(final), rtol=1e-5)
     np.testing.assert_allclose(losses, loop_losses, rtol=1e-5)

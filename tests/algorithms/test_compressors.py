@@ -26,11 +26,11 @@ def test_int8_round_trip_error_bound_and_unbiased_against_numpy():
   qi = np.asarray(q.q, np.int64)
   low = np.floor(x / scale)
   assert np.all((qi == low) | (qi == low + 1)) and qi[7] == 0          # rounded down or up, one step
-  decoded = np.asarray(compressors.int8().decode(q))
+  decoded = np.asarray(jax.jit(compressors.int8().decode)(q))
   assert np.all(np.abs(decoded - x) <= scale * (1 + 1e-5))            # |error| < one step
   keys = jax.random.split(jax.random.PRNGKey(1), 2000)
-  mean = np.asarray(jax.vmap(lambda k: compressors.int8().decode(
-      compressors.int8_encode(jnp.asarray(x), k)))(keys).mean(0))
+  mean = np.asarray(jax.jit(jax.vmap(lambda k: compressors.int8().decode(
+      compressors.int8_encode(jnp.asarray(x), k))))(keys).mean(0))
   assert np.all(np.abs(mean - x) < 5 * scale / np.sqrt(len(keys)) + 1e-6)   # unbiased
 
 
@@ -52,18 +52,26 @@ def test_chain_top_k_int8_payload_and_linear_aggregate():
   c = compressors.chain(compressors.top_k(D, k), compressors.int8())
   xs = np.random.default_rng(2).normal(0, 1, (n, D)).astype(np.float32)
   keys = jax.random.split(jax.random.PRNGKey(3), n)
-  payloads, _ = jax.vmap(lambda x, key: c.encode(x, c.init(), key))(jnp.asarray(xs), keys)
+  w = jnp.asarray(np.random.default_rng(4).dirichlet(np.ones(n)), jnp.float32)
+
+  @jax.jit
+  def encode_decode_aggregate(xs, keys, w):
+    """The clients' payloads, each decoded on its own, the aggregate of all and of two parts:
+    one program (each piece is called as the engine calls it)."""
+    payloads, _ = jax.vmap(lambda x, key: c.encode(x, c.init(), key))(xs, keys)
+    decoded = [c.decode(jax.tree.map(lambda a: a[i], payloads)) for i in range(n)]
+    part = lambda s: c.aggregate(jax.tree.map(lambda a: a[s], payloads), w[s])
+    return payloads, decoded, c.aggregate(payloads, w), (part(slice(0, 2)), part(slice(2, n)))
+
+  payloads, decoded, got, parts = encode_decode_aggregate(jnp.asarray(xs), keys, w)
   one = jax.tree.map(lambda a: a[0], payloads)
   assert {str(a.dtype) for a in jax.tree.leaves(one)} == {'int8', 'int32', 'float32'}
   assert sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(one)) == k + 4 * k + 4
-  w = jnp.asarray(np.random.default_rng(4).dirichlet(np.ones(n)), jnp.float32)
-  decoded = np.stack([np.asarray(c.decode(jax.tree.map(lambda a: a[i], payloads)))
-                      for i in range(n)])
+  decoded = np.stack([np.asarray(x) for x in decoded])
   want = np.einsum('c,cd->d', np.asarray(w), decoded)
-  got = np.asarray(c.aggregate(payloads, w))
+  got = np.asarray(got)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  part = lambda s: c.aggregate(jax.tree.map(lambda a: a[s], payloads), w[s])
-  np.testing.assert_allclose(np.asarray(part(slice(0, 2))) + np.asarray(part(slice(2, n))), got,
+  np.testing.assert_allclose(np.asarray(parts[0]) + np.asarray(parts[1]), got,
                              rtol=1e-5, atol=1e-6)
   # Each decoded payload is the int8-rounded top-k of x: k nonzeros, within one step of x there.
   for i in range(n):
@@ -129,9 +137,10 @@ def test_quantised_upload_bytes_are_the_payload_arrays(method, fields, per_clien
   assert exp.upload_per_client == per_client
   assert lines[0]['bytes_up'] == 4 * per_client
   batches, _ = exp.round_inputs(1, np.arange(4, dtype=np.int32))
-  payload = exp.algorithm.client_update(
-      exp.algorithm.broadcast(state), exp.algorithm.init_client(exp.params0),
-      jax.tree.map(lambda a: a[0], batches), jax.random.PRNGKey(0))[0]
+  alg = exp.algorithm   # broadcast and client_update are jittable (base.py): one program
+  payload = jax.jit(lambda s, c, b, k: alg.client_update(alg.broadcast(s), c, b, k)[0])(
+      state, alg.init_client(exp.params0), jax.tree.map(lambda a: a[0], batches),
+      jax.random.PRNGKey(0))
   leaves = jax.tree.leaves(payload)
   assert sum(a.size * a.dtype.itemsize for a in leaves) == per_client
   if fields['quantize'] == 'int8':
@@ -202,13 +211,14 @@ def test_qsgd_levels_and_unbiased_against_numpy():
   s = 3
   x = np.random.default_rng(7).normal(0, 1, 40).astype(np.float32)
   c = compressors.qsgd(s)
-  payload, _ = c.encode(jnp.asarray(x), (), jax.random.PRNGKey(0))
+  payload, _ = jax.jit(c.encode)(jnp.asarray(x), (), jax.random.PRNGKey(0))
   q = np.asarray(payload.q, np.int64)
   low = np.floor(s * np.abs(x) / np.linalg.norm(x))
   assert payload.q.dtype == np.int8 and np.all((np.abs(q) == low) | (np.abs(q) == low + 1))
   assert np.all(np.sign(q) * np.sign(x) >= 0)
   np.testing.assert_allclose(float(payload.scale), np.linalg.norm(x) / s, rtol=1e-5)
   keys = jax.random.split(jax.random.PRNGKey(1), 4000)
-  draws = np.asarray(jax.vmap(lambda k: c.decode(c.encode(jnp.asarray(x), (), k)[0]))(keys))
+  draws = np.asarray(jax.jit(jax.vmap(lambda k: c.decode(c.encode(jnp.asarray(x), (), k)[0])))(
+      keys))
   stderr = draws.std(0) / np.sqrt(len(keys)) + 1e-3 * np.abs(x)   # + float32 rounding of q·scale
   assert np.all(np.abs(draws.mean(0) - x) < 5 * stderr)
