@@ -222,9 +222,10 @@ def test_bfloat16(case):
   j = jitted(case)
   st = j.init(KEY)
   x, z = vectors(j.op)
-  for fn, v in ((j.project, x), (j.lift, z)):
+  both = jax.jit(lambda st, x, z: (j.op.project(st, x), j.op.lift(st, z)))   # one compilation
+  got_both = both(st, x.astype(jnp.bfloat16), z.astype(jnp.bfloat16))
+  for fn, v, got in ((j.project, x, got_both[0]), (j.lift, z, got_both[1])):
     want = fn(st, v.astype(jnp.bfloat16).astype(jnp.float32))
-    got = fn(st, v.astype(jnp.bfloat16))
     assert got.dtype == jnp.bfloat16
     # Internal compute is float32: only the output rounding (2^-8 relative) remains.
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2**-7, atol=1e-6)
