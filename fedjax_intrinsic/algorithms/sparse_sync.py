@@ -43,16 +43,23 @@ def download_bytes(last_changed: jax.Array, held_rounds: np.ndarray, num_rounds:
 
 
 def catch_up(theta: jax.Array, last_changed: jax.Array, held_round: int) -> dict:
-  """{'values': f32[n], 'indices': i32[n]} of the changed coordinates, or {'theta': f32[D]}."""
+  """{'values': f32[n], 'indices': i32[n]} of the changed coordinates, or {'theta': f32[D]}.
+
+  Host-side (numpy) indexing: n differs from call to call, and a device gather would compile one
+  XLA program per n.
+  """
   D = int(theta.shape[0])
   changed = np.flatnonzero(np.asarray(last_changed) >= held_round).astype(np.int32)
   if 8 * len(changed) >= 4 * D:
     return {'theta': theta}
-  return {'values': jnp.asarray(theta)[changed], 'indices': jnp.asarray(changed)}
+  return {'values': jnp.asarray(np.asarray(theta)[changed]), 'indices': jnp.asarray(changed)}
 
 
 def rebuild(held_theta: jax.Array, payload: dict) -> jax.Array:
-  """The client's θ: f32[D] from what it held and what it downloaded."""
+  """The client's θ: f32[D] from what it held and what it downloaded (a host-side patch, like
+  `catch_up`: no XLA program per payload size)."""
   if 'theta' in payload:
     return payload['theta']
-  return jnp.asarray(held_theta).at[payload['indices']].set(payload['values'])
+  theta = np.array(held_theta)    # a copy: the held θ is left as it was
+  theta[np.asarray(payload['indices'])] = np.asarray(payload['values'])
+  return jnp.asarray(theta)

@@ -224,8 +224,10 @@ def test_bytes_match_formulas(make_digits_config, method, model, fields):
     assert line['bytes_down'] == C * down
 
 
+# sign_sgd's default config (vote='mean', error_feedback=True, scaled=True) is not repeated here:
+# tests/algorithms/test_all_methods.py::test_every_method[sign_sgd] checks chunked_vmap (with
+# padding clients) and map == loop on θ and the losses for it, on the same logreg model.
 @pytest.mark.parametrize('method,fields', [
-    ('sign_sgd', {'vote': 'mean', 'error_feedback': True}),
     ('sign_sgd', {'scaled': False, 'error_feedback': False, 'vote': 'majority'}),
     ('powersgd', {'error_feedback': False}),
     ('powersgd', {'error_memory': 'averaged'}),

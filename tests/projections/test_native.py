@@ -88,11 +88,11 @@ def test_native_fwht_autodiff_and_vmap_are_the_transform():
 
 @pytest.mark.parametrize('n, L', [(1, 8), (4, 64), (128, 2**19), (2**16, 2**16), (2**19, 2**19)])
 def test_tile_gather_and_perm_fold_against_numpy(n, L):
-  key = jax.random.PRNGKey(n)
-  perm = jax.random.permutation(key, L).astype(jnp.int32)
-  inv = jnp.zeros(L, jnp.int32).at[perm].set(jnp.arange(L, dtype=jnp.int32))
-  u = jax.random.normal(jax.random.fold_in(key, 1), (2, n))
-  v = jax.random.normal(jax.random.fold_in(key, 2), (2, L))
+  rng = np.random.default_rng(n)   # numpy inputs: no random-number programs to compile
+  perm = jnp.asarray(rng.permutation(L), jnp.int32)
+  inv = jnp.asarray(np.argsort(np.asarray(perm)), jnp.int32)
+  u = jnp.asarray(rng.standard_normal((2, n)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((2, L)), jnp.float32)
   pm = np.asarray(perm) % n
   got = np.asarray(jax.jit(FF.tile_gather)(u, perm, inv))
   np.testing.assert_array_equal(got, np.asarray(u)[:, pm])
@@ -138,16 +138,21 @@ def test_sketch_kernel_against_python_int_oracle(D, rows, cols, cached):
   # D >= 2^19 splits the coordinates over two threads (each walks its hashes from its own
   # start); cols > D exercises the bucket walk's wrap-around mod p.
   cs = P.count_sketch(D, rows, cols, cache_buckets=cached)
-  st = jax.jit(cs.init)(jax.random.PRNGKey(D))
   x = np.random.default_rng(0).standard_normal(D).astype(np.float32)
+  ct = np.random.default_rng(1).standard_normal((rows, cols)).astype(np.float32)
+
+  @jax.jit
+  def everything(key, x, ct):   # one compilation a case: init, sketch, vmap, and the VJP
+    st = cs.init(key)
+    batched = jax.vmap(cs.sketch, (None, 0))(st, jnp.stack([x, -2 * x]))
+    g = jax.grad(lambda v: jnp.vdot(cs.sketch(st, v), ct))(x)
+    return st, cs.sketch(st, x), batched[1], g
+
+  st, table, neg, g = everything(jax.random.PRNGKey(D), x, ct)
   want = _py_sketch(st, x, cols)
   scale = np.sqrt(D / cols) + 1
-  np.testing.assert_allclose(jax.jit(cs.sketch)(st, x), want, atol=1e-5 * scale)
-  xs = np.stack([x, -2 * x])
-  np.testing.assert_allclose(jax.jit(jax.vmap(cs.sketch, (None, 0)))(st, xs)[1], -2 * want,
-                             atol=2e-5 * scale)
-  ct = jax.random.normal(jax.random.PRNGKey(1), (rows, cols))
-  g = jax.grad(lambda v: jnp.vdot(cs.sketch(st, v), ct))(jnp.asarray(x))
+  np.testing.assert_allclose(table, want, atol=1e-5 * scale)
+  np.testing.assert_allclose(neg, -2 * want, atol=2e-5 * scale)
   # <S x, ct> = <x, Sᵀ ct>: the gradient is Sᵀ ct = Σ_r s_r(i) ct[r, h_r(i)].
   buckets, signs = _np_hashes(st, D, cols)
   ctn = np.asarray(ct, np.float64)
@@ -157,8 +162,12 @@ def test_sketch_kernel_against_python_int_oracle(D, rows, cols, cached):
 
 def test_sketch_vmap_over_states_uses_the_xla_formula():
   cs = P.count_sketch(500, 3, 16)
-  states = jax.vmap(cs.init)(jax.random.split(jax.random.PRNGKey(0), 2))
   x = np.random.default_rng(1).standard_normal(500).astype(np.float32)
+
+  # Two states from one jitted init, stacked (compiles faster than vmapping init over the keys).
+  init = jax.jit(cs.init)
+  states = jax.tree.map(lambda *a: jnp.stack(a),
+                        *[init(k) for k in jax.random.split(jax.random.PRNGKey(0), 2)])
   got = jax.jit(jax.vmap(cs.sketch, (0, None)))(states, x)
   for b in range(2):
     st = jax.tree_util.tree_map(lambda a: a[b], states)
@@ -172,13 +181,13 @@ FALLBACK_SCRIPT = textwrap.dedent('''
     from projections import hadamard, native
     x = np.random.default_rng(0).integers(-8, 9, size=(2, 2**13)).astype(np.float32)
     op = P.fastfood(300, 17)
-    st = op.init(jax.random.PRNGKey(0))
+    st = jax.jit(op.init)(jax.random.PRNGKey(0))
     cs = P.count_sketch(1000, 3, 37)
-    cst = cs.init(jax.random.PRNGKey(1))
+    cst = jax.jit(cs.init)(jax.random.PRNGKey(1))
     v = np.random.default_rng(2).standard_normal(300).astype(np.float32)
     out = dict(available=native.available(), method=hadamard.default_wht_method('cpu'),
                status=native.status().get('error', ''),
-               fwht=np.asarray(hadamard.fwht(x, 'native')).tolist(),
+               fwht=np.asarray(jax.jit(lambda v: hadamard.fwht(v, 'native'))(x)).tolist(),
                project=np.asarray(jax.jit(op.project)(st, v)).tolist(),
                lift=np.asarray(jax.jit(op.lift)(st, v[:17])).tolist(),
                sketch=np.asarray(jax.jit(cs.sketch)(cst, np.arange(1000.0, dtype=np.float32))).tolist())
@@ -186,9 +195,17 @@ FALLBACK_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run_fallback(env_extra, tmp_path):
+@pytest.fixture(scope='module')
+def fallback_jax_cache(tmp_path_factory):
+  """A JAX compilation cache the fallback interpreters share: both compile the same pure-JAX
+  programs (no kernel calls), so the second reads them back instead of compiling them again."""
+  return str(tmp_path_factory.mktemp('fallback-jax-cache'))
+
+
+def _run_fallback(env_extra, tmp_path, jax_cache):
   env = dict(os.environ, FEDJAX_INTRINSIC_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO, **env_extra)
+             PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=jax_cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', **env_extra)
   r = subprocess.run([sys.executable, '-c', FALLBACK_SCRIPT], capture_output=True, text=True,
                      env=env, cwd=REPO, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -202,9 +219,9 @@ def in_process():
   """The same computations in this process (kernels used where available)."""
   x = np.random.default_rng(0).integers(-8, 9, size=(2, 2**13)).astype(np.float32)
   op = P.fastfood(300, 17)
-  st = op.init(jax.random.PRNGKey(0))
+  st = jax.jit(op.init)(jax.random.PRNGKey(0))
   cs = P.count_sketch(1000, 3, 37)
-  cst = cs.init(jax.random.PRNGKey(1))
+  cst = jax.jit(cs.init)(jax.random.PRNGKey(1))
   v = np.random.default_rng(2).standard_normal(300).astype(np.float32)
   return dict(fwht=np_fwht(x), project=np.asarray(jax.jit(op.project)(st, v)),
               lift=np.asarray(jax.jit(op.lift)(st, v[:17])),
@@ -218,17 +235,17 @@ def _check_same(got, want):
   np.testing.assert_allclose(got['sketch'], want['sketch'], rtol=1e-6, atol=1e-2)
 
 
-def test_fallback_when_disabled(tmp_path, in_process):
-  got, _ = _run_fallback({'FEDJAX_INTRINSIC_NATIVE': '0'}, tmp_path)
+def test_fallback_when_disabled(tmp_path, in_process, fallback_jax_cache):
+  got, _ = _run_fallback({'FEDJAX_INTRINSIC_NATIVE': '0'}, tmp_path, fallback_jax_cache)
   assert not got['available'] and got['method'] == 'butterfly'
   assert not (tmp_path / 'cache').exists()   # nothing was built
   _check_same(got, in_process)
 
 
-def test_fallback_without_a_compiler(tmp_path, in_process):
+def test_fallback_without_a_compiler(tmp_path, in_process, fallback_jax_cache):
   empty = tmp_path / 'bin'
   empty.mkdir()
-  got, stderr = _run_fallback({'PATH': str(empty), 'CXX': ''}, tmp_path)
+  got, stderr = _run_fallback({'PATH': str(empty), 'CXX': ''}, tmp_path, fallback_jax_cache)
   assert not got['available'] and 'no C++ compiler' in got['status']
   assert 'CPU kernels unavailable' in stderr   # one warning says why
   _check_same(got, in_process)

@@ -42,15 +42,15 @@ def test_global_projection_is_op_on_raveled_tree():
   op = P.fastfood(20, 7)
   tp = P.global_projection(op, jax.eval_shape(lambda: tree))   # a ShapeDtypeStruct template
   assert (tp.D, tp.d, tp.name, tp.leaf_D, tp.leaf_d) == (20, 7, 'fastfood', (3, 12, 5), None)
-  st = tp.init(KEY)
+  st = jax.jit(tp.init)(KEY)
   flat, unravel = P.ravel(tree)
-  np.testing.assert_array_equal(jax.jit(tp.project)(st, tree),
-                                jax.jit(op.project)(st, flat))
+  y = jax.jit(tp.project)(st, tree)
+  np.testing.assert_array_equal(y, jax.jit(op.project)(st, flat))
   z = jnp.arange(7.0)
   lifted = jax.jit(tp.lift)(st, z)
   jax.tree_util.tree_map(np.testing.assert_array_equal, lifted,
                          unravel(jax.jit(op.lift)(st, z)))
-  np.testing.assert_allclose(tree_vdot(lifted, tree), float(jnp.vdot(z, tp.project(st, tree))),
+  np.testing.assert_allclose(tree_vdot(lifted, tree), float(jnp.vdot(z, y)),
                              rtol=1e-5)
 
 
@@ -111,20 +111,23 @@ def test_per_leaf_vmap_over_states_and_bfloat16_leaves():
   tp = P.per_leaf(P.fastfood, tree, fraction=0.5)
   assert tp.leaf_d == (2, 6, 2)
   keys = jax.random.split(KEY, 3)
+  init, project, lift = jax.jit(tp.init), jax.jit(tp.project), jax.jit(tp.lift)
+  # The three states from the jitted init, stacked: vmapping init over keys compiles slowly (XLA:CPU
+  # random bits for [3, L] shapes) and is the operators' own vmap (test_operators.py::
+  # test_vmap_over_states_and_vectors_matches_loop[fastfood-*] vmaps op.init over keys).
+  singles = [init(k) for k in keys]
+  states = jax.tree.map(lambda *a: jnp.stack(a), *singles)
 
   @jax.jit
-  def both(keys):
-    states = jax.vmap(tp.init)(keys)
+  def both(states):
     return (jax.vmap(tp.project, (0, None))(states, tree),
             jax.vmap(tp.lift, (0, None))(states, jnp.ones(10)))
 
-  ys, lifted = both(keys)
+  ys, lifted = both(states)
   assert ys.dtype == jnp.bfloat16 and ys.shape == (3, 10)
   assert lifted['dense']['kernel'].dtype == jnp.bfloat16
   assert lifted['dense']['kernel'].shape == (3, 4, 3)
-  init, project, lift = jax.jit(tp.init), jax.jit(tp.project), jax.jit(tp.lift)
-  for i, k in enumerate(keys):
-    st = init(k)
+  for i, st in enumerate(singles):
     np.testing.assert_allclose(np.asarray(ys[i], np.float32),
                                np.asarray(project(st, tree), np.float32), rtol=1e-2, atol=1e-2)
     np.testing.assert_array_equal(lifted['out'][i], lift(st, jnp.ones(10))['out'])
@@ -168,7 +171,7 @@ def test_per_leaf_bad_arguments():
     P.per_leaf(P.fastfood, {'w': jnp.ones(3, jnp.int32)}, d=1)
   tp = P.per_leaf(P.fastfood, tree, leaf_d=(1, 2, 3))
   with pytest.raises(ValueError, match=r'^z: .*needs shape \(6,\)'):
-    tp.lift(tp.init(KEY), jnp.ones(5))
+    tp.lift(jax.jit(tp.init)(KEY), jnp.ones(5))   # a jitted init: one compilation, not op by op
 
 
 def test_keys_module_agrees_with_fold_in_convention():
@@ -176,6 +179,7 @@ def test_keys_module_agrees_with_fold_in_convention():
   from fedjax_intrinsic import keys as K  # pylint: disable=g-import-not-at-top
   sk = K.subspace_key(K.run_key(0), 3)
   tp = P.per_leaf(P.sparse, params(), leaf_d=(1, 2, 3))
-  st = tp.init(sk)
-  np.testing.assert_array_equal(st[2].cols, P.sparse(5, 3).init(jax.random.fold_in(sk, 2)).cols)
+  st = jax.jit(tp.init)(sk)
+  np.testing.assert_array_equal(st[2].cols,
+                                jax.jit(P.sparse(5, 3).init)(jax.random.fold_in(sk, 2)).cols)
   assert pytree.TreeProjection is P.TreeProjection
