@@ -24,9 +24,10 @@ choice) for D = 22.7M, upload compression in brackets:
 measured: a gradient of 80 tweets 1.3 s, a Fastfood project + lift 2.7 s, an evaluation of the
 4,553 held-out tweets about 25 s, loading and compiling about 40 s): about 2 minutes a cell for
 the one-gradient methods, 3 for the intrinsic methods, 4 for FedAvg, 3.7 hours in all on an idle
-2-core CPU; every cell is under 6 minutes. Measured (the 21 seed-0 cells run so far, on the 2-core
+2-core CPU; every cell is under 6 minutes. Measured (the first 21 seed-0 cells, on the 2-core
 CPU shared with test runs, load average 3 to 13): 227 s (intrinsic_static, d = 2^12) to 1,409 s
-(EF-SignSGD) a cell; uncompressed 263 s, FedAvg 926 s, PowerSGD 319-364 s at a load of about 3;
+(EF-SignSGD) a cell (the next two, intrinsic_k_subspace at d = 2^12 and 2^17, ran at nice 19 under
+a load of 4 to 14 and took 4,031 s and 1,146 s: waiting, not work); uncompressed 263 s, FedAvg 926 s, PowerSGD 319-364 s at a load of about 3;
 a cell on an idle machine is not measured yet, and at these times the 84 cells take well over the
 4 hours budgeted. Peak resident memory per cell (cell.json: peak_rss_mib) is up to 16.1 GiB
 (EF-SignSGD's per-client error memories); the four other cells measured so far (PowerSGD,
