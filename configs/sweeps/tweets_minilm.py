@@ -27,9 +27,10 @@ the one-gradient methods, 3 for the intrinsic methods, 4 for FedAvg, 3.7 hours i
 2-core CPU; every cell is under 6 minutes. Measured (the first 21 seed-0 cells, on the 2-core
 CPU shared with test runs, load average 3 to 13): 227 s (intrinsic_static, d = 2^12) to 1,409 s
 (EF-SignSGD) a cell (the next two, intrinsic_k_subspace at d = 2^12 and 2^17, ran at nice 19 under
-a load of 4 to 14 and took 4,031 s and 1,146 s: waiting, not work); uncompressed 263 s, FedAvg 926 s, PowerSGD 319-364 s at a load of about 3;
-a cell on an idle machine is not measured yet, and at these times the 84 cells take well over the
-4 hours budgeted. Peak resident memory per cell (cell.json: peak_rss_mib) is up to 16.1 GiB
+a load of 4 to 14 and took 4,031 s and 1,146 s: waiting, not work); uncompressed 263 s, FedAvg
+926 s, PowerSGD 319-364 s at a load of about 3. On a nearly idle machine (load 2.0 at its start)
+intrinsic_time_varying at d = 2^17 took 285 s; at 250-300 s a cell the 84 cells take 6 to 7 hours,
+over the 4 hours budgeted. Peak resident memory per cell (cell.json: peak_rss_mib) is up to 16.1 GiB
 (EF-SignSGD's per-client error memories); the four other cells measured so far (PowerSGD,
 majority-vote signSGD, intrinsic_k_subspace) peaked at 3.2 to 7.0 GiB.
 Resumable (benchmarks/sweep.py): a killed sweep
