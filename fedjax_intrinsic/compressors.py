@@ -291,7 +291,6 @@ def random_k(D: int, k: int, unbiased: bool, by_seed: bool) -> Compressor:
 
 # ----------------------------------------------------------------------------- count sketch
 
-_THRESHOLD_TOPK_ABOVE = 2**18   # D above which top-k uses counting passes instead of a sort
 _CACHE_MAX = 2**25              # rows·D up to which the sketch state caches its buckets (128 MiB)
 
 
@@ -319,7 +318,7 @@ class Sketcher(NamedTuple):
 
   def top_k(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k largest |x| of x: f32[D]: (values f32[k], indices i32[k]); ties to the lower index."""
-    return P.top_k(x, self.k, method='threshold' if self.D > _THRESHOLD_TOPK_ABOVE else 'exact')
+    return P.top_k(x, self.k, method='auto')   # counting passes above D = 2^18, else a sort
 
   def densify(self, values: jax.Array, indices: jax.Array) -> jax.Array:
     return P.densify(values, indices, self.D)

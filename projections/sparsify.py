@@ -36,6 +36,7 @@ from jax import lax
 from projections import base
 
 METHODS = ('exact', 'threshold')
+THRESHOLD_ABOVE = 2**18  # D above which method='auto' (top_k, random_k) selects by counting passes
 _SAMPLE = 2**14  # Target size of the strided sample that brackets the threshold.
 _TOP = 0x80000000  # Above every key: keys are magnitudes' bits, < 2^31.
 _FLOATS = ('float32', 'bfloat16', 'float16')
@@ -184,26 +185,32 @@ def top_keys(u: jax.Array, k: int) -> jax.Array:
   return cand[compact(take, k, k + cap)]
 
 
+def _resolve(method: str, D: int) -> str:
+  """'auto' -> 'exact' up to D = THRESHOLD_ABOVE, 'threshold' above; any other name unchanged."""
+  if method == 'auto':
+    return 'threshold' if D > THRESHOLD_ABOVE else 'exact'
+  return method
+
+
 def top_k(x: jax.Array, k: int, method: str = 'exact') -> tuple[jax.Array, jax.Array]:
   """The ``k`` entries of ``x: f[D]`` largest in magnitude: signed ``values f[k]``, ``i32[k]``.
 
   ``method='exact'`` (``lax.top_k`` on ``|x|``) returns them by descending magnitude;
   ``'threshold'`` (counting passes, no sort; see the module docstring) in ascending index
-  order. Both break ties by lower index and give the same multiset of magnitudes.
+  order; ``'auto'``: exact up to ``D = THRESHOLD_ABOVE``, threshold above. Both break ties by
+  lower index and give the same multiset of magnitudes.
   """
   x = _check_x(x, 'x', 'top_k')
   D = x.shape[0]
   k = base.check_int(k, 'k', 1, D, where=f' (D = {D}) for top_k')
+  method = _resolve(method, D)
   if method == 'exact':
     _, idx = lax.top_k(jnp.abs(x), k)
   elif method == 'threshold':
     idx = top_keys(magnitude_keys(x), k)
   else:
-    raise ValueError(f'method: top_k knows {METHODS}, got {method!r}')
+    raise ValueError(f"method: top_k knows {('auto',) + METHODS}, got {method!r}")
   return x[idx], idx
-
-
-RANDOM_K_THRESHOLD_ABOVE = 2**18  # D above which random_k's 'auto' selects by counting passes
 
 
 def random_k(key: jax.Array, x: jax.Array, k: int, *, unbiased: bool = False,
@@ -217,14 +224,13 @@ def random_k(key: jax.Array, x: jax.Array, k: int, *, unbiased: bool = False,
   scaled by ``D / k`` so that ``E[densify(random_k(key, x, k))] = x``.
   ``method`` selects the k largest keys: ``'exact'`` (``lax.top_k``, then the indices sorted),
   ``'threshold'`` (``top_keys``: counting passes, no sort), or ``'auto'``: exact up to
-  ``D = RANDOM_K_THRESHOLD_ABOVE`` (there it compiles in a fraction of the time), threshold
-  above. Both break ties by the lower index, so every method returns the same indices.
+  ``D = THRESHOLD_ABOVE`` (there it compiles in a fraction of the time), threshold above. Both
+  break ties by the lower index, so every method returns the same indices.
   """
   x = _check_x(x, 'x', 'random_k')
   D = x.shape[0]
   k = base.check_int(k, 'k', 1, D, where=f' (D = {D}) for random_k')
-  if method == 'auto':
-    method = 'threshold' if D > RANDOM_K_THRESHOLD_ABOVE else 'exact'
+  method = _resolve(method, D)
   keys = jax.random.bits(key, (D,), jnp.uint32) >> 1
   if method == 'exact':
     idx = jnp.sort(lax.top_k(keys, k)[1])
