@@ -13,7 +13,8 @@ any, and writes into the workdir:
   to uncompressed training on the same cohorts, mean over seeds), the metric at the last round
   (mean ± sample standard deviation over the seeds that finished), the reference number and its
   source where `benchmarks/reference_numbers.json` has one for the cell, the seeds (with diverged,
-  failed, skipped or pending ones named) and the mean wall time of a cell;
+  failed, skipped or pending ones named) and the mean wall time of a cell; when the cells scored
+  θ0 (config.eval_initial), a line with the metric before round 1;
 - `report.json`: the same rows, machine-readable;
 - `pareto.png`: the metric against overall compression (log x), one marker series per method
   (and variant: a grid entry's fields other than the budget fields d, num_subspaces, k, rows,
@@ -155,6 +156,8 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
       ratios[key] = _mean_std([r['summary']['final'][key] for r in finished
                                if r['summary']['final'].get(key) is not None])[0]
     wall = _mean_std([r['summary']['time_total_s'] for r in done])[0]
+    initial = _mean_std([r['summary']['initial'][metric] for r in done
+                         if (r['summary'].get('initial') or {}).get(metric) is not None])[0]
     notes = []
     for r in recs:
       if r['status'] == 'diverged':
@@ -168,7 +171,7 @@ def aggregate(index: dict, records: Sequence[dict], references: Sequence[dict] =
         'method': recs[0]['method'], 'budget': recs[0]['budget'], 'entry': entry,
         'metric': metric, 'mean': mean, 'std': std, 'values': values,
         'seeds': [r['seed'] for r in finished], 'num_seeds': len(recs), **ratios,
-        'wall_s_per_cell': wall, 'notes': notes,
+        'wall_s_per_cell': wall, 'initial': initial, 'notes': notes,
         'reference': None if ref is None else ref['value'],
         'reference_source': None if ref is None else ', '.join(
             f'{f} {ref["source"][f]}' if f != 'paper' else ref['source'][f] for f in SOURCE_FIELDS),
@@ -441,6 +444,12 @@ def report_markdown(index: dict, rows: Sequence[dict], workdir: str) -> str:
       f'Regenerate: `{command}` (resumes; finished cells are kept), then '
       f'`python -m benchmarks.report --workdir={rel}`.', '',
       markdown_table(rows), '']
+  initial = [r['initial'] for r in rows if r['initial'] is not None]
+  if initial:
+    lines += [f'Before round 1 (θ0, scored by `eval_initial`): `{sweep["metric"]}` '
+              f'{_fmt_value(sweep["metric"], min(initial))}'
+              + ('' if max(initial) == min(initial) else
+                 f' to {_fmt_value(sweep["metric"], max(initial))} over the rows') + '.', '']
   if skipped:
     lines += ['Skipped: ' + '; '.join(skipped) + '.', '']
   lines += [f'![{sweep["metric"]} against overall compression](pareto.png)', '',

@@ -66,7 +66,7 @@ STALE_POLICIES = ('error', 'rerun', 'keep')
 # metrics, the evaluation batch size only splits the same sums, and time_client_cost adds timing fields.
 EXECUTION_FIELDS = ('simulation', 'checkpoint_every', 'eval_batch_size', 'time_client_cost')
 # Top-level fields added after cells were committed, with the default those cells ran with.
-ADDED_FIELDS = {'eval_splits': 'test,validation'}
+ADDED_FIELDS = {'eval_splits': 'test,validation', 'eval_initial': False}
 # Method fields added after cells were committed, with what those cells ran with ('*': every
 # method): float32 payloads (quantize), and so no memory of a quantiser's rounding.
 ADDED_METHOD_FIELDS = {'*': {'quantize': 'none'}, 'uncompressed': {'error_feedback': False},

@@ -10,7 +10,8 @@ needs the outside world (data files, D from the model's shapes, devices), before
 
 The config layout (every experiment in configs/ fills it; `run.py` overrides any field):
   seed, rounds, clients_per_round, eval_every, eval_batch_size, eval_splits (EVAL_SPLITS: which
-  held-out splits an evaluation round scores), checkpoint_every, time_client_cost,
+  held-out splits an evaluation round scores), eval_initial (also score θ0, before round 1:
+  summary.json 'initial'), checkpoint_every, time_client_cost,
   divergence_loss_ratio (a run is 'diverged' at the first round whose training loss is non-finite or
   above this multiple of round 1's; 0 = non-finite only),
   data.name + data options, model.name + model options, method.name + method options,
@@ -50,6 +51,7 @@ FIELDS = {
     'eval_batch_size': Int(512, lo=1, doc='examples per evaluation batch (padded)'),
     'eval_splits': Choice('test,validation', EVAL_SPLITS,
                           doc='held-out splits an evaluation scores (metrics test_*, val_*)'),
+    'eval_initial': Bool(False, doc='also evaluate θ0 before round 1 (summary.json: initial)'),
     'checkpoint_every': Int(0, lo=0, note='(0 = no checkpoints)',
                             doc='rounds between checkpoints; a run resumes from the latest'),
     'time_client_cost': Bool(False, doc='time one client\'s update vs. plain local SGD (time_*)'),

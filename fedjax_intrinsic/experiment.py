@@ -17,10 +17,13 @@ Files in the workdir:
 - `summary.json` (written atomically at the end, or when the run diverges): final metrics, totals,
   status ('finished' | 'diverged' with the round: the training loss was non-finite or above
   `config.divergence_loss_ratio` times round 1's), git commit, package versions, backend, devices.
+- `initial.json` (with `config.eval_initial`): the held-out metrics of θ0, before round 1, also in
+  summary.json as `initial` (kept across a resume).
 - `checkpoints/` (with `config.checkpoint_every`): see checkpoint.py; a run started again on the
   same workdir resumes from the newest good one (`checkpoint.resume`).
 """
 import contextlib
+import json
 import math
 import os
 import subprocess
@@ -157,6 +160,24 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
   return float(np.median(times))
 
 
+def _initial_evaluation(exp: Experiment, state, workdir: str, fresh: bool, primary: bool):
+  """The held-out metrics of θ0 (config.eval_initial), as `Experiment.evaluate` gives them, plus
+  'time_eval_s'. A fresh run evaluates and keeps them in <workdir>/initial.json; a resumed one reads
+  that file (None when it is missing: the run was started without eval_initial)."""
+  path = os.path.join(workdir, 'initial.json')
+  if not fresh:
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+  t0 = time.time()
+  initial = exp.evaluate(exp.algorithm.model_params(state))
+  initial['time_eval_s'] = time.time() - t0
+  if primary:
+    _atomic_write_json(path, initial)
+  return initial
+
+
 def _atomic_write_json(path: str, obj: Any) -> None:
   """Strict JSON (non-finite numbers as null), atomic and fsynced: `workdir.write_json`."""
   workdir_lib.write_json(path, obj)
@@ -228,6 +249,8 @@ def _run_locked(config, workdir, progress, facts, t_start, primary) -> dict:
     _say(f'{metrics_path}: dropped a torn line after round {start} (an interrupted write)')
   if primary:
     _atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  initial = _initial_evaluation(exp, state, workdir, fresh=start is None,
+                                primary=primary) if config.eval_initial else None
   status, diverged_round, last, first_loss = 'finished', None, {}, None
   for line in log.kept:
     last.update(line)
@@ -264,6 +287,8 @@ def _run_locked(config, workdir, progress, facts, t_start, primary) -> dict:
       'upload_bytes_per_client': exp.upload_per_client,
       'data': exp.data.metadata,
       **client_cost, 'time_total_s': time.time() - t_start, **environment()}
+  if config.eval_initial:
+    summary['initial'] = initial
   if primary:
     _atomic_write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

@@ -89,6 +89,23 @@ def test_table_layout_and_reference_columns(swept, tmp_path):
   assert last[5] == '-' and last[8].startswith('0/2: seed 0 diverged at round 2')
 
 
+def test_initial_metric_row_and_line(swept):
+  """A cell run with config.eval_initial carries summary['initial']: its row's 'initial' is the
+  mean over the seeds, and the report states it; rows without it stay None."""
+  _, work = swept
+  index, records = report.load_sweep(work)
+  assert all('initial' not in r['summary'] for r in records)
+  rows = report.aggregate(index, records)
+  assert [r['initial'] for r in rows] == [None, None, None]
+  assert 'Before round 1' not in report.report_markdown(index, rows, work)
+  for r, value in zip([r for r in records if r['entry'] == 'method=uncompressed'], (0.125, 0.25)):
+    r['summary'] = dict(r['summary'], initial={'test_accuracy': value, 'time_eval_s': 1.0})
+  rows = report.aggregate(index, records)
+  assert [r['initial'] for r in rows] == [0.1875, None, None]
+  assert 'Before round 1 (θ0, scored by `eval_initial`): `test_accuracy` 0.1875.' in (
+      report.report_markdown(index, rows, work))
+
+
 @pytest.mark.parametrize('bad, match', [
     ({'source': {**SOURCE, 'row': ''}}, r'source\.row'),
     ({'source': None}, r'source\.paper'),

@@ -30,6 +30,7 @@ def test_resume_equals_uninterrupted(make_digits_config, tmp_path, method):
   c.checkpoint_every = 2
   c.eval_every = 3
   c.server.optimizer, c.server.momentum = 'momentum', 0.9     # optimiser state must survive too
+  c.eval_initial = True                                        # θ0's metrics must survive too
   whole = experiment.run(c, str(tmp_path / 'whole'))
   with pytest.raises(_Preempted):
     experiment.run(c, str(tmp_path / 'cut'), progress=_stop_after(5))   # killed after round 5
@@ -38,6 +39,13 @@ def test_resume_equals_uninterrupted(make_digits_config, tmp_path, method):
   assert resumed['resumed_from_round'] == 4
   assert _untimed(tmp_path / 'cut' / 'metrics.jsonl') == _untimed(tmp_path / 'whole' / 'metrics.jsonl')
   assert resumed['final'] == whole['final']
+  untimed = lambda d: {k: v for k, v in d.items() if not k.startswith('time_')}
+  exp = experiment.Experiment(c)
+  assert untimed(whole['initial']) == exp.evaluate(exp.params0)   # θ0, scored before round 1
+  with open(tmp_path / 'cut' / 'initial.json') as f:             # the cut run's, read back
+    assert resumed['initial'] == json.load(f)
+  assert untimed(resumed['initial']) == untimed(whole['initial'])
+  assert set(untimed(whole['initial'])) == {'test_loss', 'test_accuracy', 'val_loss', 'val_accuracy'}
 
 
 def test_resume_refuses_a_different_config(make_digits_config, tmp_path):
