@@ -15,15 +15,22 @@ so this is fine-tuning on a familiar domain.
 Model: `llama` from model.checkpoint='smollm2_135m' (SmolLM2-135M-Instruct, Q4_1 dequantised to
 float32, 134,515,008 parameters, tied embeddings; models/llama.py).
 Protocol (project's choice, untuned, as configs/personachat_gpt2.py): one-step methods send the
-client's gradient on its whole local data (client lr 1) and the server runs Adam at 1e-4; FedAvg
-runs one local epoch in batches of 2 at client lr 0.01 with server SGD at 1.0. 4 clients per round,
+client's gradient on its whole local data (client lr 1) and the server runs Adam at 1e-4
+(SERVER_LR); the intrinsic methods step in z (d coordinates), where an Adam step of rate r moves a
+parameter by about r * sqrt(d / D) (unit-norm columns of A), so their rate is SERVER_LR *
+sqrt(D / d), an uncompressed step's size (2.3e-3 at d = 2^18; on MiniLM-L6 the best rate on
+validation was nine times that rule, configs/tweets_minilm.py); FedAvg runs one local epoch in
+batches of 2 at client lr 0.01 with server SGD at 1.0. The methods linear in one gradient
+(SHORTCUT_METHODS) compute one gradient over the cohort (simulation.cohort_shortcut, exact with one
+local step). 4 clients per round,
 30 rounds (about one pass over the clients), evaluation every 10 rounds. Budgets for D = 135M:
 config.LARGE_MODEL_BUDGETS, except intrinsic_static (the default method here): d = 2^18 with the
 `sparse` operator (5·D bytes of state). Fastfood, the paper's operator
 (`:method=intrinsic_static,d=262144,projection=fastfood`), pads D to L = 2^28 = 2.0·D here and
 keeps 16·L = 4.3 GB of state, passed in and out of the round: its round compiles to a 15.5 GiB peak
 (CPU, chunks of 1; benchmarks.memory), too much for a 24 GB host shared with other work.
-Clients run one at a time (chunked_vmap, chunks of 1): one 135M-parameter gradient in flight.
+The other methods run their clients one at a time (chunked_vmap, chunks of 1): one 135M-parameter
+gradient in flight.
 Expected result and runtime (measured once, `:rounds=1`, on the project's 2-core CPU host shared
 with several other jobs, so the times are inflated): after one round of 4 clients x (4 x 64
 tokens), test perplexity 21.74 (val 21.78; token accuracy 0.444); the round took 502 s and the
@@ -35,6 +42,11 @@ import ml_collections
 
 from fedjax_intrinsic import config as config_lib, preflight
 
+SERVER_LR = 1e-4          # server Adam, every one-step method (untuned)
+NUM_PARAMS = 134_515_008  # D of SmolLM2-135M (the GGUF's tensors, tied embeddings)
+# Methods whose one-step client message is linear in the gradient, without client state.
+SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
+                    'intrinsic_time_varying', 'true_topk', 'fetchsgd')
 BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
                intrinsic_static={'d': 2**18, 'projection': 'sparse'})
 
@@ -67,4 +79,8 @@ def smollm2_config(data: dict, rounds: int, eval_every: int, arg=None):
 def set_protocol(c):
   """The client/server protocol that goes with c.method.name (see the module docstring)."""
   config_lib.set_one_step_protocol(c, fedavg_lr=0.01, fedavg_batch_size=2, batch_size=0,
-                                   server_lr=1e-4)
+                                   server_lr=SERVER_LR)
+  if c.method.name.startswith('intrinsic_'):
+    c.server.lr = SERVER_LR * (NUM_PARAMS / c.method.d) ** 0.5
+  # One local step and no client state: one gradient over the cohort, compressed once.
+  c.simulation.cohort_shortcut = c.method.name in SHORTCUT_METHODS

@@ -18,12 +18,14 @@ perplexity on 64 windows of each held-out stream.
 Model: `llama` from model.checkpoint='smollm2_135m' (SmolLM2-135M-Instruct, Q4_1 dequantised to
 float32, 134,515,008 parameters, tied embeddings; models/llama.py).
 Protocol (project's choice, untuned; configs/pysource_smollm2.py's): one-step methods send the
-client's gradient on its whole local data (client lr 1) and the server runs Adam at 1e-4; FedAvg
-runs one local epoch in batches of 2 at client lr 0.01 with server SGD at 1.0. 4 clients per round,
+client's gradient on its whole local data (client lr 1) and the server runs Adam at 1e-4, the
+intrinsic methods at 1e-4 * sqrt(D / d); FedAvg runs one local epoch in batches of 2 at client lr
+0.01 with server SGD at 1.0; the linear methods take one gradient over the cohort. 4 clients per round,
 25 rounds (one pass over the 100 clients), evaluation every 5 rounds. Budgets for D = 135M:
 config.LARGE_MODEL_BUDGETS, except intrinsic_static (the default method here): d = 2^18 with the
 `sparse` operator (5·D bytes of state); the Fastfood operator needs 16·L = 4.3 GB of state for
-L = 2^28 (see configs/pysource_smollm2.py). Clients run one at a time (chunked_vmap, chunks of 1).
+L = 2^28 (see configs/pysource_smollm2.py). The other methods run
+their clients one at a time (chunked_vmap, chunks of 1).
 Expected result and runtime (measured once, `:rounds=1`, on the project's 2-core CPU host shared
 with several other jobs, so the times are inflated): after one round of 4 clients x (4 x 64
 tokens), test perplexity 273.4 (val 205.2; test token accuracy 0.203); setup (imports, data,
