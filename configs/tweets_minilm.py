@@ -37,8 +37,9 @@ Protocol (the project's choice, for 2 CPU cores):
   the unit-norm columns of A (projections/) turn that into a per-parameter move of about
   rate * sqrt(d / D), so their server rate scales as sqrt(1 / d): INTRINSIC_LR_2_14 * sqrt(2^14 / d)
   (d = 2^14: 0.1; 2^10: 0.4; 2^12: 0.2; 2^17: 0.035), its constant chosen on validation (below).
-- FedAvg: 4 local SGD steps of batch 8 at client lr 0.02, server SGD at 1.0 (a full local epoch,
-  23 steps, would cost 23x a one-step round on CPU).
+- FedAvg: 2 local SGD steps of batch 8 at client lr 0.1 (chosen below), server SGD at 1.0 (a full
+  local epoch, 23 steps, would cost 23x a one-step round on CPU; 4 steps put a sweep cell at
+  926 s, over the 6-minute cell budget: configs/sweeps/tweets_minilm.py).
 - Budgets (BUDGETS, for D = 22.7M): d = 2^14 (1,386x upload compression), k = 2^16 (top-k and
   random-k send values and indices: 173x), sketches 5 x 2^18 (17x) with k = 2^16, PowerSGD rank 2.
   Methods that would keep a D-sized state per client run without it (local_topk
@@ -53,9 +54,9 @@ accuracy after round 40, majority rate 0.70; benchmarks/results/tweets_minilm_pr
 - intrinsic_static at d = 2^14, server Adam 3.7e-3 / 1.1e-2 / 3.3e-2 / 1e-1 / 3e-1: 0.701 / 0.774 /
   0.790 / 0.836 / 0.701 (3e-1 collapses to the majority class) -> INTRINSIC_LR_2_14 = 0.1, nine
   times the sqrt(D / d) rule's 1.1e-2 (which matched an uncompressed Adam step's size);
-- FedAvg's client rate (0.01 / 0.03 / 0.1 in the grid) NOT yet chosen: a FedAvg cell costs about
-  four times a one-step cell on 2 CPU cores and was not run; FEDAVG['client_lr'] = 0.02 is from
-  configs/sst2_bert.py's protocol and a few shrunk runs.
+- FedAvg (2 local steps), client SGD 0.01 / 0.03 / 0.1 / 0.3: 0.701 / 0.785 / 0.830 / 0.808 ->
+  FEDAVG['client_lr'] = 0.1 (0.3 was added when 0.1 came out best; 551-691 s a cell on the CPU
+  shared with the SmolLM2 sweep).
 Each protocol cell took 10-14 minutes on the shared 2-core CPU (load average 6-10 from other jobs;
 the evaluation of 2,276 validation tweets included).
 Intrinsic dimension, pretrained against random init (benchmarks/intrinsic_dim.py, measured with
@@ -79,7 +80,8 @@ expected to differ by more than the seed-to-seed spread (not yet measured). The 
 minutes for uncompressed and 10-14 for intrinsic_static on the shared 2-core CPU at a load
 average of 6-10 from other jobs (rounds of 3.1 s for uncompressed when the load was about 1); the
 default run adds a second evaluation (round 20) and the test split, about 1 minute each on an
-idle machine. Not measured: a run on an idle machine from start to end, FedAvg, and any GPU.
+idle machine. FedAvg (validation, 40 rounds of 2 local steps): 0.830, 551-691 s a run on the shared
+CPU. Not measured: a run on an idle machine from start to end, and any GPU.
 """
 import ml_collections
 
@@ -99,7 +101,7 @@ BUDGETS = {
 }
 SERVER_LR = 3e-4           # server Adam, every one-step method (chosen on validation)
 INTRINSIC_LR_2_14 = 0.1    # intrinsic methods: INTRINSIC_LR_2_14 * sqrt(2^14 / d) (chosen at d = 2^14)
-FEDAVG = {'client_lr': 0.02, 'server_lr': 1.0, 'local_steps': 4}
+FEDAVG = {'client_lr': 0.1, 'server_lr': 1.0, 'local_steps': 2}   # client_lr chosen on validation
 # Methods whose one-step client message is linear in the gradient, without client state.
 SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
                     'intrinsic_time_varying', 'true_topk', 'fetchsgd')
