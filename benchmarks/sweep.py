@@ -389,13 +389,19 @@ def _today_names(config: dict) -> dict:
   return {**config, 'method': m}
 
 
-def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
-  """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
+def stale_diff(sweep, cell: Cell, workdir: str) -> list[str]:
+  """How the config a done cell ran with (its config.json) differs from what the sweep would run
+  now, one 'field: old -> new' string per field, execution fields aside; [] when it does not."""
   old = _what_is_run(_today_names(results_store.read_cell(workdir, cell.name, 'config') or {}))
   new = _what_is_run(_jsonable(cell_config(sweep, cell).to_dict()))
-  if old == new:
+  return [] if old == new else _config_diff(old, new)
+
+
+def _check_stale(sweep, cell: Cell, workdir: str, policy: str) -> bool:
+  """True when the done cell must be recomputed (its config.json differs and policy is 'rerun')."""
+  diff = stale_diff(sweep, cell, workdir)
+  if not diff:
     return False
-  diff = _config_diff(old, new)
   if policy == 'keep':
     return False
   if policy == 'rerun':
@@ -536,7 +542,10 @@ def main(argv):
     cells = [c for c in all_cells if f.only is None or re.search(f.only, c.name)]
     if f.list:
       for c in cells:
-        print(f'{c.name:60s} {cell_state(workdir, c)["status"]}')
+        status = cell_state(workdir, c)['status']
+        diff = stale_diff(sweep, c, workdir) if status in DONE else []
+        stale = f'  (stale, run with another config: {"; ".join(diff[:4])})' if diff else ''
+        print(f'{c.name:60s} {status}{stale}')
       return
     check_cells(sweep, cells)
     if f.dry_run:
@@ -571,7 +580,8 @@ if __name__ == '__main__':
                     '(error), recompute it (rerun) or keep its result (keep).')
   flags.DEFINE_bool('isolate', True, 'Run each cell in its own Python process (no memory carried '
                     'between cells; a cell killed for memory is recorded as failed).')
-  flags.DEFINE_bool('list', False, 'List the cells and their status, run nothing.')
+  flags.DEFINE_bool('list', False, 'List the cells and their status (a done cell run with '
+                    'another config is marked stale, with the fields), run nothing.')
   flags.DEFINE_bool('dry_run', False, 'Build and validate every cell config, run nothing.')
   flags.DEFINE_bool('pack', False, 'Pack the cell directories into cells.jsonl, curves.jsonl and '
                     'shared.json (what is committed), run nothing.')

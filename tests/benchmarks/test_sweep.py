@@ -148,6 +148,9 @@ def test_interrupted_sweep_resumes_without_recomputing(experiment, tmp_path):
   sweep_lib.run_sweep(how, work, progress=lambda c, line: ran.append(c.name), log=lambda _: None)
   assert ran == []                  # execution fields do not make a cell stale
   changed = tiny_sweep(experiment, grid, overrides=('eval_every=1',))
+  assert [sweep_lib.stale_diff(how, c, work) for c in sweep_lib.expand(how)] == [[]] * 3
+  assert [sweep_lib.stale_diff(changed, c, work) for c in sweep_lib.expand(changed)] == [
+      ['eval_every: 3 -> 1']] * 3
   with pytest.raises(ValueError, match=f"cell '{names[0]}'.*eval_every: 3 -> 1.*--stale=rerun"):
     sweep_lib.run_sweep(changed, work, log=lambda _: None)
   sweep_lib.run_sweep(changed, work, stale='keep', progress=lambda c, line: ran.append(c.name),
