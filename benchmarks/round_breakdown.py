@@ -1,0 +1,142 @@
+"""Where one round's time goes, for any experiment config: the pieces of a one-step round, timed.
+
+  python -m benchmarks.round_breakdown --config=configs/tweets_minilm.py
+  python -m benchmarks.round_breakdown --config=configs/tweets_smollm2.py:method=uncompressed
+
+Builds the config (data, model, θ0: `build.build`), takes round 1's cohort and merges its
+clients' first local batches into one batch (what the exact cohort shortcut computes, and the
+work of every one-step round), and times, interleaved (`common.time_interleaved`: wall and
+process CPU time, medians):
+- `forward`: the training loss of the merged batch at θ0;
+- `gradient`: its value and gradient;
+- `server_update`: the config's server optimiser applied to a gradient-shaped update;
+- `eval_batch`: the evaluation metrics of `eval_batch_size` test examples;
+- `matmul`: a bare float32 matmul, [2048, 1024] x [1024, 1024], the machine's reference rate.
+The FLOP counts are XLA's (`cost_analysis`) for the compiled programs, so `GFLOP/s` is what each
+piece reaches against the matmul's. Writes results/round_breakdown_<backend>_<name>.json (name:
+the config file's stem and argument) and prints a markdown table.
+"""
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+
+MATMUL_SHAPE = (2048, 1024, 1024)    # M, K, N
+
+
+def merged_batch(build) -> dict:
+  """Round 1's cohort, each client's first local batch, concatenated: {'x', 'y', 'mask'}."""
+  cohorts = build.cohorts
+  ids = cohorts.sample(1)
+  batches, _ = cohorts.inputs(1, ids)
+  first = {k: np.asarray(v)[:, 0] for k, v in batches.items()}      # [C, B, ...]
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in first.items()}
+
+
+def _flops(fn, *args) -> float | None:
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  if isinstance(cost, list):
+    cost = cost[0] if cost else None
+  return None if not cost or 'flops' not in cost else float(cost['flops'])
+
+
+def run(config) -> dict:
+  from fedjax_intrinsic import build as build_lib, config as config_lib
+  from fedjax_intrinsic.models import base
+  b = build_lib.build(config)
+  model, params = b.model, b.params0
+  batch = merged_batch(b)
+  test = b.data.test
+  n = min(config.eval_batch_size, len(test['y']))
+  eval_batch = {'x': np.asarray(test['x'][:n]), 'y': np.asarray(test['y'][:n]),
+                'mask': np.ones((n,), np.float32)}
+
+  loss = lambda p, bt: base.weighted_loss(model, p, bt)
+  grad = jax.value_and_grad(loss)
+  optimizer = config_lib.server_optimizer(config.server, config.rounds)
+  opt_state = jax.jit(optimizer.init)(params)
+  update = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+
+  def server_update(u, s, p):
+    step, s = optimizer.update(u, s, p)
+    return jax.tree.map(lambda a, d: a + d, p, step), s
+
+  def eval_step(p, bt):
+    m = model.example_metrics(p, bt)
+    return jnp.sum(m['loss'] * bt['mask']), jnp.sum(m['correct'] * bt['mask'])
+
+  m, k, n_ = MATMUL_SHAPE
+  a = jnp.ones((m, k), jnp.float32)
+  w = jnp.ones((k, n_), jnp.float32)
+  matmul = lambda a, w: a @ w
+  pieces = {
+      'forward': (loss, (params, batch)),
+      'gradient': (grad, (params, batch)),
+      'server_update': (server_update, (update, opt_state, params)),
+      'eval_batch': (eval_step, (params, eval_batch)),
+      'matmul': (matmul, (a, w)),
+  }
+  jitted = {name: jax.jit(fn) for name, (fn, _) in pieces.items()}
+  flops = {name: _flops(fn, *args) for name, (fn, args) in pieces.items()}
+  fns = {name: (lambda *_, f=jitted[name], args=args: f(*args))
+         for name, (_, args) in pieces.items()}
+  timed = common.time_interleaved(fns, warmup=1, min_repeats=3, max_repeats=7, budget_s=60.0)
+  rows = {}
+  for name, t in timed.items():
+    wall = t.wall.median_s
+    rows[name] = {'wall_s': wall, 'cpu_s': t.cpu.median_s, 'first_s': t.wall.first_s,
+                  'n': t.wall.n, 'flops': flops[name],
+                  'gflops_per_s': None if not flops[name] else flops[name] / wall / 1e9}
+  return {'machine': common.machine_info(), 'load_average_end': common.load_average(),
+          'num_params': b.num_params, 'merged_batch': {k: list(v.shape) for k, v in batch.items()},
+          'eval_examples': n, 'matmul_shape': list(MATMUL_SHAPE), 'pieces': rows}
+
+
+def render(name: str, res: dict) -> str:
+  rows = []
+  for piece, r in res['pieces'].items():
+    rows.append([f'`{piece}`', common.fmt_seconds(r['wall_s']), common.fmt_seconds(r['cpu_s']),
+                 '-' if r['flops'] is None else f'{r["flops"] / 1e9:.3g}',
+                 '-' if r['gflops_per_s'] is None else f'{r["gflops_per_s"]:.1f}'])
+  head = (f'{name}: D = {res["num_params"]:,}, merged batch x {res["merged_batch"]["x"]}, '
+          f'{res["eval_examples"]} eval examples; {common.machine_line(res["machine"])}; load '
+          f'average at the end {res["load_average_end"]}')
+  return head + '\n\n' + common.markdown_table(
+      ['piece', 'wall (median)', 'process CPU', 'GFLOP (XLA)', 'GFLOP/s'], rows, align='lrrrr')
+
+
+def main(argv):
+  from absl import flags
+  from fedjax_intrinsic import cli, preflight
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
+  f = flags.FLAGS
+  config = cli.config()          # a bad file, argument or field: one line, exit 2
+  try:
+    preflight.check(config)      # before anything is loaded or compiled
+  except ValueError as e:
+    cli.refuse(e)
+  spec = cli.spec()
+  stem = os.path.splitext(os.path.basename(spec.split(':', 1)[0]))[0]
+  arg = spec.split(':', 1)[1] if ':' in spec else ''
+  name = stem + (('_' + re.sub(r'[^A-Za-z0-9=.]+', '_', arg)) if arg else '')
+  res = run(config)
+  res['config'] = spec
+  path = f.out_json or os.path.join(common.RESULTS_DIR,
+                                    f'round_breakdown_{jax.default_backend()}_{name}.json')
+  common.write_json(path, res)
+  print(render(name, res))
+  print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  from fedjax_intrinsic import cli
+  flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
+                      'round_breakdown_<backend>_<name>.json).')
+  app.run(main, flags_parser=cli.flags_parser('config'))
