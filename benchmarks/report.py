@@ -303,8 +303,10 @@ def _log_y(ax) -> None:
   from matplotlib import ticker
   ax.set_yscale('log')
   ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+  lo, hi = ax.get_ylim()
+  every = lo > 0 and hi / lo < 4       # less than a factor of 4 shown: label every minor tick
   ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
-      lambda v, _: f'{v:g}' if f'{v:e}'[0] in '235' else ''))
+      lambda v, _: f'{v:g}' if every or f'{v:e}'[0] in '235' else ''))
 
 
 def _method_styles(methods: Sequence[str]) -> dict:
@@ -329,7 +331,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
   metric = rows[0]['metric']
   names = list(dict.fromkeys(series(r) for r in rows))
   styles = _method_styles(names)
-  fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+  fig, ax = plt.subplots(figsize=(12, 6), dpi=110)
   partial = False
   for name in names:
     pts = sorted((r['overall_compression'], r['mean'], r['std'] or 0.0,
@@ -355,7 +357,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
     _log_y(ax)
   ax.set_title(title or f'{metric} against compression')
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=8, loc='best', ncol=2)
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))   # outside: no point hidden
   fig.tight_layout()
   save_png(fig, path)
   plt.close(fig)

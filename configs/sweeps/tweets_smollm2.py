@@ -12,7 +12,7 @@ of tweets joined by EOS, 4 x 64 BPE tokens each; 4 clients per round; one gradie
 server Adam at 1e-4, the intrinsic methods at 1e-4 * sqrt(D / d); FedAvg: one local epoch, batch
 2, server SGD at 1.0) on the 134.5M-parameter model; the metric is test perplexity. Every
 compressing method at two budgets (project's choice, untuned; sign_sgd has no size knob, so its two
-entries are its two votes), uncompressed and FedAvg; one seed.
+entries are its two votes: the scaled mean, and signSGD's majority vote of unscaled signs), uncompressed and FedAvg; one seed.
 
 The committed sweep is the CPU smoke size (overrides below): 4 rounds (16 of the 100 clients,
 16,384 training tokens), one evaluation on the test split after round 4, and θ0's test perplexity
