@@ -26,10 +26,10 @@ machine a one-gradient cell takes 180 s (uncompressed) to 285 s (intrinsic_time_
 about 10 s of start-up, 30 rounds and two evaluations of the 2,277 test tweets of about 32 s each;
 under the load of other jobs the 29 cells of the first pass took 216 s to 4,031 s (5.96 h in all).
 The 84 cells take about 6 hours on the idle 2-core CPU: OVER the issue's budget of 4 hours
-(decided, not fixed). A round is the cohort's gradient (80 tweets x 32 tokens: 3.2 s, of which the
-forward pass is 1.0 s, at 54 GFLOP/s against 65 GFLOP/s for a bare float32 matmul of the encoder's
-shapes on the same cores), so fitting 4 hours means about half the tweets seen (fewer rounds or
-clients per round); at round 15, half of this protocol's work, 13 of the 26 compressed seed-0 cells
+(decided, not fixed). A round is the cohort's gradient (80 tweets x 32 tokens: 3.23 s at 52 GFLOP/s,
+against 63 GFLOP/s for a bare float32 matmul in the same run; the server's Adam step 0.16 s:
+benchmarks.round_breakdown, benchmarks/README.md), so fitting 4 hours means about half the tweets
+seen (fewer rounds or clients per round); at round 15, half of this protocol's work, 13 of the 26 compressed seed-0 cells
 were at or below the majority rate, against 8 of 26 at round 30 (metrics.jsonl of each cell), so a
 half-size sweep would mostly compare methods that have not left the majority class. FedAvg runs 2
 local steps (configs/tweets_minilm.py), so that its cell (2x a one-step round's gradients) stays

@@ -19,6 +19,14 @@ The committed sweep is the CPU smoke size (overrides below): 4 rounds (16 of the
 (the pretrained model before any round, `eval_initial`) scored once, in the uncompressed cell: it is
 the same θ0 and test split for every entry of a seed. Four rounds show whether and how fast each
 method moves the pretrained model, not where it converges.
+Measured (seed 0; 2-core AMD EPYC CPU, 24 GiB, shared with another sweep at nice 19 and, for the
+first cells, a FedAvg protocol run: load average 2.8 to 5.8 at the cells' starts): the 20 cells took
+1.41 hours of machine time (152 s to 438 s a cell; intrinsic_k_subspace the slowest), under the
+4-hour budget; peak resident memory 5.2 to 14.6 GiB a cell (intrinsic_k_subspace's K sparse
+operators the largest). Test perplexity of θ0 274.6; after 4 rounds uncompressed 120.0, FedAvg
+139.9, signSGD (majority vote) 123.1 and (scaled mean) 126.3 at 1.94x overall, intrinsic_time_varying
+126.7 at d = 2^18 (411x) and 155.8 at 2^16 (1,642x), intrinsic_static 200.4 (513x) and 222.6
+(2,053x), random-k 262.7 and 271.5 (benchmarks/results/tweets_smollm2/report.md).
 Methods that keep a D-sized state per client run without it (local_topk error_feedback=False,
 sign_sgd and powersgd without error feedback): 100 clients x 538 MB do not fit a 24 GB host.
 sketched_sgd always keeps client error and momentum, so it is left out
