@@ -32,7 +32,9 @@ keeps 16·L = 4.3 GB of state, passed in and out of the round: its round compile
 The other methods run their clients one at a time (chunked_vmap, chunks of 1): one 135M-parameter
 gradient in flight.
 Expected result and runtime (measured once, `:rounds=1`, on the project's 2-core CPU host shared
-with several other jobs, so the times are inflated): after one round of 4 clients x (4 x 64
+with several other jobs, so the times are inflated; before the intrinsic rate rule above, with
+server Adam at 1e-4 for every method and one client at a time, so not this protocol's
+intrinsic_static, whose run was not measured): after one round of 4 clients x (4 x 64
 tokens), test perplexity 21.74 (val 21.78; token accuracy 0.444); the round took 502 s and the
 evaluation 437 s, both including compilation (19 min wall for the whole run, 201 s of CPU time),
 peak RSS 7.3 GiB. Later rounds reuse the compiled round (their time alone was not measured); the
