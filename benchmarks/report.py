@@ -331,7 +331,7 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = '') -> None:
   metric = rows[0]['metric']
   names = list(dict.fromkeys(series(r) for r in rows))
   styles = _method_styles(names)
-  fig, ax = plt.subplots(figsize=(12, 6), dpi=110)
+  fig, ax = plt.subplots(figsize=(12, 6), dpi=90)
   partial = False
   for name in names:
     pts = sorted((r['overall_compression'], r['mean'], r['std'] or 0.0,
@@ -391,7 +391,7 @@ def plot_curves(rows: Sequence[dict], records: Sequence[dict], path: str, x_key:
   methods = list(dict.fromkeys(r['method'] for r in rows))
   ncol = min(4, len(methods))
   nrow = -(-len(methods) // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), dpi=100, squeeze=False,
+  fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), dpi=80, squeeze=False,
                            sharex=True, sharey=True)
   base = next((r['entry'] for r in rows if r['method'] == 'uncompressed'), None)
   for ax, m in zip(axes.flat, methods):

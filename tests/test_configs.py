@@ -53,6 +53,9 @@ def test_sweep_cells_build_and_validate(path):
       if field in ('server_lr', 'client_lr'):    # configs/tweets_minilm.py's rate arguments
         assert config[field.split('_')[0]].lr == value, (cell.name, field)
         continue
+      if field in config_lib.FIELDS:               # a top-level field, such as eval_initial
+        assert config[field] == preflight.parse_value(config[field], str(value), field)
+        continue
       expected = preflight.parse_value(config.method[field], str(value), f'method.{field}')
       assert config.method[field] == expected, (cell.name, field)
   docs = open(os.path.join(ROOT, path)).read().split('"""')[1]
