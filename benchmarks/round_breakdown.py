@@ -25,17 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from fedjax_intrinsic import simulation
 
 MATMUL_SHAPE = (2048, 2048, 2048)    # M, K, N
 
 
 def merged_batch(build) -> dict:
-  """Round 1's cohort, each client's first local batch, concatenated: {'x', 'y', 'mask'}."""
+  """Round 1's cohort as the shortcut's one weighted batch (`simulation.merge_cohort`): each
+  client's first local batch, concatenated, {'x', 'y', 'mask', 'weight'} of C*B examples."""
   cohorts = build.cohorts
-  ids = cohorts.sample(1)
-  batches, _ = cohorts.inputs(1, ids)
-  first = {k: np.asarray(v)[:, 0] for k, v in batches.items()}      # [C, B, ...]
-  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in first.items()}
+  batches, weights = cohorts.inputs(1, cohorts.sample(1))
+  merged = simulation.merge_cohort(batches, jnp.asarray(weights))
+  return {k: np.asarray(v[0]) for k, v in merged.items()}
 
 
 def _flops(fn, *args) -> float | None:

@@ -21,8 +21,8 @@ parameter by about r * sqrt(d / D) (unit-norm columns of A), so their rate is SE
 sqrt(D / d), an uncompressed step's size (2.3e-3 at d = 2^18; on MiniLM-L6 the best rate on
 validation was nine times that rule, configs/tweets_minilm.py); FedAvg runs one local epoch in
 batches of 2 at client lr 0.01 with server SGD at 1.0. The methods linear in one gradient
-(SHORTCUT_METHODS) compute one gradient over the cohort (simulation.cohort_shortcut, exact with one
-local step). 4 clients per round,
+(config.COHORT_SHORTCUT_METHODS) compute one gradient over the cohort (simulation.cohort_shortcut,
+exact with one local step). 4 clients per round,
 30 rounds (about one pass over the clients), evaluation every 10 rounds. Budgets for D = 135M:
 config.LARGE_MODEL_BUDGETS, except intrinsic_static (the default method here): d = 2^18 with the
 `sparse` operator (5·D bytes of state). Fastfood, the paper's operator
@@ -43,12 +43,10 @@ full 30 rounds were not run here.
 import ml_collections
 
 from fedjax_intrinsic import config as config_lib, preflight
+from fedjax_intrinsic.models import llama
 
 SERVER_LR = 1e-4          # server Adam, every one-step method (untuned)
-NUM_PARAMS = 134_515_008  # D of SmolLM2-135M (the GGUF's tensors, tied embeddings)
-# Methods whose one-step client message is linear in the gradient, without client state.
-SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
-                    'intrinsic_time_varying', 'true_topk', 'fetchsgd')
+NUM_PARAMS = llama.num_params(llama.SMOLLM2_135M_VOCAB, **llama.SMOLLM2_135M)   # D = 134,515,008
 BUDGETS = dict(config_lib.LARGE_MODEL_BUDGETS,
                intrinsic_static={'d': 2**18, 'projection': 'sparse'})
 
@@ -85,4 +83,4 @@ def set_protocol(c):
   if c.method.name.startswith('intrinsic_'):
     c.server.lr = SERVER_LR * (NUM_PARAMS / c.method.d) ** 0.5
   # One local step and no client state: one gradient over the cohort, compressed once.
-  c.simulation.cohort_shortcut = c.method.name in SHORTCUT_METHODS
+  c.simulation.cohort_shortcut = c.method.name in config_lib.COHORT_SHORTCUT_METHODS

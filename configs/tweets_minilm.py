@@ -102,9 +102,6 @@ BUDGETS = {
 SERVER_LR = 3e-4           # server Adam, every one-step method (chosen on validation)
 INTRINSIC_LR_2_14 = 0.1    # intrinsic methods: INTRINSIC_LR_2_14 * sqrt(2^14 / d) (chosen at d = 2^14)
 FEDAVG = {'client_lr': 0.1, 'server_lr': 1.0, 'local_steps': 2}   # client_lr chosen on validation
-# Methods whose one-step client message is linear in the gradient, without client state.
-SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
-                    'intrinsic_time_varying', 'true_topk', 'fetchsgd')
 RATE_KEYS = ('server_lr', 'client_lr')
 
 
@@ -147,5 +144,5 @@ def set_protocol(c):
       lr = INTRINSIC_LR_2_14 * (2**14 / c.method.d) ** 0.5
     c.server.update({'optimizer': 'adam', 'lr': lr})
   # One local step and no client state: one gradient over the cohort, compressed once.
-  c.simulation.cohort_shortcut = c.method.name in SHORTCUT_METHODS
+  c.simulation.cohort_shortcut = c.method.name in config_lib.COHORT_SHORTCUT_METHODS
   c.simulation.client_parallelism = 'vmap'

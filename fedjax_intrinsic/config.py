@@ -229,6 +229,13 @@ LARGE_MODEL_BUDGETS = {
 }
 
 
+# Methods whose one-step client message is linear in the gradient, without client state, so that
+# simulation.cohort_shortcut applies with their default fields (the configs of pretrained models
+# turn it on for these).
+COHORT_SHORTCUT_METHODS = ('uncompressed', 'intrinsic_static', 'intrinsic_k_subspace',
+                           'intrinsic_time_varying', 'true_topk', 'fetchsgd')
+
+
 def set_one_step_protocol(c: ml_collections.ConfigDict, *, fedavg_lr: float,
                           fedavg_batch_size: int, batch_size: int, server_lr: float,
                           server_optimizer: str = 'adam') -> None:

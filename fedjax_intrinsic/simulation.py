@@ -95,7 +95,7 @@ def _exchange(fn, aggregate, strategy, clients_per_chunk, per_client, weights):
   return agg, cstates, msum
 
 
-def _merge_cohort(batches, weights):
+def merge_cohort(batches, weights):
   """The cohort as ONE weighted batch: {'x': [1, C*B, ...], 'weight': f32[1, C*B]}.
 
   Example i of client c weighs weights[c] * mask[c, i] / n_c (n_c = the client's unmasked count), so
@@ -180,7 +180,7 @@ def build_round(alg: FederatedAlgorithm, strategy: str = 'vmap', clients_per_chu
     bc = alg.broadcast(server_state)
     ckeys = _client_keys(round_key, client_ids)
     if cohort_shortcut:
-      payload, _, metrics = alg.client_update(bc, (), _merge_cohort(batches, weights), ckeys[0])
+      payload, _, metrics = alg.client_update(bc, (), merge_cohort(batches, weights), ckeys[0])
       agg = alg.aggregate(jax.tree.map(lambda x: x[None], payload), jnp.ones((1,), jnp.float32))
       cstates = client_states
     else:

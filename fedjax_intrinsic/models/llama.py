@@ -49,6 +49,7 @@ INIT_STD = 0.02
 # SmolLM2-135M's sizes (the GGUF metadata of the smollm2_135m preset).
 SMOLLM2_135M = dict(num_layers=30, hidden=576, intermediate=1536, num_heads=9, num_kv_heads=3,
                     rope_theta=100000.0, rms_eps=1e-5, max_position=8192, tie_embeddings=True)
+SMOLLM2_135M_VOCAB = 49152   # its byte-level BPE vocabulary
 SIZE_OPTIONS = tuple(SMOLLM2_135M)
 _UNSET = '(None: the checkpoint\'s, else SmolLM2-135M\'s)'
 OPTIONS = {      # the builder's options, declared once (config model.*); a size None is unset
