@@ -23,6 +23,10 @@ download only their catch-up), and the compression of docs/paper.md §4's table 
 fresh every round (E rounds, K subspaces): upload D/d for all three; download D/d (static),
 D·E / Σ_e min(d·min(e−1, K), D) (K-subspace), D·E / Σ_e min(d·(e−1), D) (time-varying).
 
+Chance: when the metric is test accuracy and the data source records the test split's majority
+rate (summary.json data.test_majority_rate), a target at or below it is reached by a constant
+prediction; the search then reports d_int as undefined (degenerate) and skips the implications.
+
 Writes into the workdir: the cells, sweep.json, intrinsic_dim.json, intrinsic_dim.md and
 metric_vs_d.png (metric against d, log scale, with the baseline, the target and d_int), and packs
 the cells (benchmarks.results_store: what is committed). `python -m benchmarks.report
@@ -171,6 +175,11 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
   num_params = int(base_summary['num_params'])
   lower = report.lower_is_better(metric)
   target = base / fraction if lower else base * fraction
+  majority = majority_rate(base_summary, metric)
+  trivial = majority is not None and not lower and target <= majority
+  if trivial:
+    log(f'the target {metric} {target:.4f} is at or below the majority rate {majority:.4f}: a '
+        'constant prediction reaches it, so d_int will be degenerate')
   reached = lambda v: math.isfinite(v) and (v <= target if lower else v >= target)
   per_d = {}
 
@@ -182,7 +191,7 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
 
   result = search(probe, reached, d_start, d_max or num_params, resolution)
   implied = {}
-  if result.d_int is not None:
+  if result.d_int is not None and not trivial:
     for m in INTRINSIC:
       value, values, summary = finder.value(_entry(m, result.d_int))
       final = summary['final'] if summary is not None else {}
@@ -200,7 +209,8 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
       'lower_is_better': lower, 'fraction': fraction, 'method': method,
       'num_params': num_params, 'rounds': config.rounds,
       'num_subspaces': config.method.num_subspaces, 'baseline': base,
-      'baseline_values': base_values, 'target': target, 'd_start': d_start,
+      'baseline_values': base_values, 'target': target, 'majority_rate': majority,
+      'd_start': d_start,
       'd_max': d_max or num_params, 'resolution': resolution, 'd_int': result.d_int,
       'd_missed': result.lo,
       'probes': [{'d': d, 'metric': per_d[d][0], 'values': per_d[d][1]} for d, _ in result.probes],
@@ -210,6 +220,21 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
   common.write_json(os.path.join(workdir, 'intrinsic_dim.json'), out)
   write_outputs(workdir)
   return out
+
+
+def majority_rate(summary: dict, metric: str) -> Optional[float]:
+  """The test split's majority-class rate (summary.json data.test_majority_rate, which data
+  sources with labels record) when `metric` is test accuracy; None otherwise."""
+  if metric != 'test_accuracy':
+    return None
+  return (summary.get('data') or {}).get('test_majority_rate')
+
+
+def degenerate(out: dict) -> bool:
+  """Whether the target is at or below the majority rate: a constant prediction reaches it, so
+  the d found measures nothing about the task."""
+  majority = out.get('majority_rate')
+  return majority is not None and not out['lower_is_better'] and out['target'] <= majority
 
 
 def write_outputs(workdir: str) -> list[str]:
@@ -247,7 +272,16 @@ def markdown(out: dict, workdir: str) -> str:
   rel = os.path.relpath(os.path.abspath(workdir), common.REPO_ROOT)
   arg = f':{out["experiment_arg"]}' if out['experiment_arg'] else ''
   lines = [f'### Intrinsic dimension: `{out["name"]}`', '']
-  if out['d_int'] is None:
+  if degenerate(out):
+    lines.append(
+        f'**d_int{round(frac * 100)} is undefined here (degenerate)**: the target '
+        f'{_fmt(out["target"], ".4f")} = {frac:g} × the uncompressed {_fmt(out["baseline"], ".4f")} '
+        f'`{m}` (mean over seeds {", ".join(map(str, out["seeds"]))}) is at or below the test '
+        f'split\'s majority rate {_fmt(out["majority_rate"], ".4f")}, which a constant prediction '
+        'reaches; the d at which the search stopped '
+        f'({"none" if out["d_int"] is None else format(out["d_int"], ",")}) is not an intrinsic '
+        'dimension. It needs a protocol in which the uncompressed baseline learns.')
+  elif out['d_int'] is None:
     lines.append(f'`{out["method"]}` did not reach {frac:.0%} of the uncompressed `{m}` up to '
                  f'd = {out["d_max"]:,} (D = {out["num_params"]:,}).')
   else:
@@ -262,7 +296,7 @@ def markdown(out: dict, workdir: str) -> str:
             f'{", ".join(f"`{o}`" for o in out["overrides"]) or "none"}; doubling from d = '
             f'{out["d_start"]} then bisection to {out["resolution"]:.0%} of d. Machine: '
             f'{"; ".join(out["machines"]) or "not recorded"}.', '']
-  if out['d_int'] is not None:
+  if out['d_int'] is not None and not degenerate(out):
     headers = ['method at d_int', f'{m} (mean)', 'upload ×', 'download ×', 'overall ×',
                'fresh-client upload ×', 'fresh-client download ×', 'fresh-client overall ×']
     rows = []
@@ -296,7 +330,10 @@ def plot(out: dict, path: str) -> None:
   ax.axhline(out['baseline'], color='k', linestyle='--', linewidth=1, label='uncompressed')
   ax.axhline(out['target'], color='C3', linestyle=':', linewidth=1,
              label=f'target ({out["fraction"]:g} of uncompressed)')
-  if out['d_int'] is not None:
+  if out.get('majority_rate') is not None:
+    ax.axhline(out['majority_rate'], color='0.5', linestyle='-.', linewidth=1,
+               label='majority rate (test split)')
+  if out['d_int'] is not None and not degenerate(out):
     ax.axvline(out['d_int'], color='C2', linewidth=1, label=f'd_int = {out["d_int"]:,}')
   ax.set_xscale('log', base=2)
   ax.set_xlabel(f'd (subspace dimension; D = {out["num_params"]:,})')

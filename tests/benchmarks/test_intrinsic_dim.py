@@ -109,3 +109,35 @@ def test_find_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match='method'):
     intrinsic_dim.find('x.py', '', str(tmp_path), name='x', metric='test_accuracy', fraction=0.9,
                        method='uncompressed')
+
+
+def _out(**changes):
+  out = {'name': 'x', 'experiment': 'configs/x.py', 'experiment_arg': '', 'overrides': [],
+         'seeds': [0], 'metric': 'test_accuracy', 'lower_is_better': False, 'fraction': 0.9,
+         'method': 'intrinsic_static', 'num_params': 1000, 'rounds': 10, 'num_subspaces': 4,
+         'baseline': 0.70, 'baseline_values': [0.70], 'target': 0.63, 'majority_rate': 0.70,
+         'd_start': 16, 'd_max': 1000, 'resolution': 0.5, 'd_int': 16, 'd_missed': None,
+         'probes': [{'d': 16, 'metric': 0.70, 'values': [0.70]}], 'measured_at_d_int': {},
+         'formula_at_d_int': {}, 'command': None, 'machines': []}
+  out.update(changes)
+  return out
+
+
+def test_a_target_at_the_majority_rate_is_reported_degenerate(tmp_path):
+  # A baseline that never leaves the majority class: 0.9 x it is below the majority rate, so
+  # any d "reaches" it and the d found is not an intrinsic dimension.
+  out = _out()
+  assert intrinsic_dim.degenerate(out)
+  text = intrinsic_dim.markdown(out, str(tmp_path))
+  assert 'undefined here (degenerate)' in text and '**d_int90 = ' not in text
+  assert 'majority rate 0.7000' in text and 'method at d_int' not in text
+  # Control: a baseline that learns puts the target above the majority rate.
+  learned = _out(baseline=0.85, target=0.765)
+  assert not intrinsic_dim.degenerate(learned)
+  assert '**d_int90 = 16**' in intrinsic_dim.markdown(learned, str(tmp_path))
+  # No recorded majority rate (e.g. digits), or a lower-is-better metric: never degenerate.
+  assert not intrinsic_dim.degenerate(_out(majority_rate=None))
+  assert not intrinsic_dim.degenerate(_out(lower_is_better=True, metric='test_perplexity'))
+  assert intrinsic_dim.majority_rate({'data': {'test_majority_rate': 0.7}}, 'test_accuracy') == 0.7
+  assert intrinsic_dim.majority_rate({'data': {'test_majority_rate': 0.7}}, 'val_accuracy') is None
+  assert intrinsic_dim.majority_rate({'data': {}}, 'test_accuracy') is None
