@@ -69,8 +69,11 @@ seed 0 and the sweep's 30-round protocol; benchmarks/results/tweets_minilm{,_scr
       --override=rounds=30 --override=eval_every=15 --override=eval_splits=test
 Pretrained: d_int90 = 2,048 (0.783 at d = 2,048; 0.759 at 1,024 misses 0.9 x 0.850). Random init:
 uncompressed training stays at the majority class (0.701), so 0.9 x it (0.631) is reached by a
-constant prediction and its d_int90 (<= 1,024) is degenerate; comparing the two needs a protocol
-in which the scratch model learns.
+constant prediction and its d_int90 is degenerate (benchmarks.intrinsic_dim reports it undefined).
+A higher rate does not rescue it: configs/sweeps/tweets_minilm_scratch_protocol.py, random init,
+40 rounds, server Adam 3e-4 / 1e-3 / 3e-3 / 1e-2: validation accuracy 0.701 / 0.701 / 0.701 / 0.299
+(always the majority class, or at 1e-2 always the minority). Comparing the two needs a protocol in
+which the scratch model learns (many more rounds), not measured here.
 Expected result and runtime (measured by the protocol sweep with these defaults, seed 0, but
 with one validation-only evaluation at round 40): uncompressed 0.877 and intrinsic_static
 (d = 2^14) 0.836 validation accuracy, against a majority rate of 0.70; the test split is not
