@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from fedjax_intrinsic import algorithms, experiment, keys, simulation
+from fedjax_intrinsic import config as config_lib
 from tests.algorithms.helpers import assert_close, every_schedule, simulate_client_syncs
 
 # Budget fields, whichever method has them: small enough for logreg on digits (D = 650).
@@ -137,7 +138,9 @@ def test_every_method(method, tmp_path, monkeypatch):
     final, losses = drive(exp, strategy)
     assert_close(model_params(loop_final), model_params(final), rtol=1e-5)
     np.testing.assert_allclose(losses, loop_losses, rtol=1e-5, err_msg=strategy)
-  # (b) the cohort shortcut, where the method allows it.
+  # (b) the cohort shortcut, where the method allows it; the configs of the pretrained models
+  # turn it on for config.COHORT_SHORTCUT_METHODS, which must be exactly those methods.
+  assert alg.cohort_shortcut == (method in config_lib.COHORT_SHORTCUT_METHODS)
   if alg.cohort_shortcut:
     final, losses = drive(exp, 'vmap', shortcut=True)
     assert_close(model_params(loop_final), model_params(final), rtol=1e-5)
