@@ -126,6 +126,12 @@ PRESETS = {
                                  ('uncompressed', 'fedavg', 'intrinsic_static')),
                      chunks=(5,), sections=('strategies',), min_repeats=3, max_repeats=5,
                      budget_s=30.0),
+    # The subspace rounds alone (a minute or two): mlp and cnn intrinsic_static, 100 clients x 5,
+    # chunks of 10 (what `auto` picks for them on CPU), for before / after comparisons of the
+    # intrinsic client.
+    'intrinsic': Config(preset='intrinsic',
+                        cases=_grid(('mlp', 'cnn'), ('intrinsic_static',), 100), chunks=(10,),
+                        sections=('strategies',), min_repeats=5, budget_s=5.0),
     # For a GPU (a few minutes, mostly compiling): ResNet-9 at FetchSGD's full 100 x 5 shape and
     # plain vmap up to 10,000 clients in the sweep; rounds take milliseconds, so short budgets.
     'gpu': Config(preset='gpu',

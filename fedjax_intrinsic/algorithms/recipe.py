@@ -73,14 +73,25 @@ def flat_delta(ctx: base.BuildContext, flat: servers.Flat):
 def in_subspace(ctx: base.BuildContext, sub: compressors.Subspace):
   """The intrinsic family's client (docs/paper.md §3): u ∈ R^d from 0, `client.local_steps` SGD
   steps on L(θ + A u), A the broadcast subspace (shared: its random state); x = Δz = −u_end: f32[d]
-  (= Aᵀ∇L with one step at rate 1)."""
+  (= Aᵀ∇L with one step at rate 1).
+
+  The first step starts at u = 0, where θ + A·0 = θ and ∇_u L = Aᵀ ∇_θ L(θ): it takes the
+  gradient in θ and projects it, without lifting u = 0 (one transform instead of two; for the
+  fastfood and sparse operators the same bits as differentiating through the lift). The later
+  steps differentiate through the lift.
+  """
   model_loss = base.model_loss(ctx.model)
+  flat_loss = lambda th, batch: model_loss(sub.unravel(th), batch)
 
   def train(theta, batches, shared):
-    loss = lambda u, batch: model_loss(sub.unravel(theta + sub.op.lift(shared, u)), batch)
-    u_end, metrics = base.local_sgd(loss, jnp.zeros((sub.d,), jnp.float32), batches,
-                                    ctx.client_lr)
-    return -u_end, metrics
+    first = jax.tree.map(lambda b: b[0], batches)
+    loss0, g = jax.value_and_grad(flat_loss)(theta, first)
+    u1 = jnp.zeros((sub.d,), jnp.float32) - ctx.client_lr * sub.op.project(shared, g)
+    u_end = u1
+    if jax.tree.leaves(batches)[0].shape[0] > 1:     # the number of steps is static
+      loss = lambda u, batch: flat_loss(theta + sub.op.lift(shared, u), batch)
+      u_end, _ = base.local_sgd(loss, u1, jax.tree.map(lambda b: b[1:], batches), ctx.client_lr)
+    return -u_end, {'loss': loss0}
   return train
 
 

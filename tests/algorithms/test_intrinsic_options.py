@@ -135,3 +135,39 @@ def test_weight_decay_pulls_toward_theta0(method, make_digits_config):
   after = jax.jit(alg.server_update)(state, zero, None)
   np.testing.assert_allclose(flat(model_params(after)) - theta0, (1 - eta * lam) * moved,
                              rtol=1e-4, atol=1e-6 * np.abs(moved).max())
+
+
+@pytest.mark.parametrize('steps', [1, 3])
+def test_client_local_steps_match_a_dense_oracle(make_digits_config, steps):
+  # The intrinsic client (recipe.in_subspace): u from 0, `steps` SGD steps on L(θ + A u), upload
+  # Δz = −u_end. Oracle: the same steps written with the dense matrix A (its lifted unit vectors)
+  # in float64, u ← u − lr · Aᵀ ∇_θ L(θ + A u), with ∇_θ L from jax.grad of the plain model loss.
+  # The client takes its first step without lifting u = 0, so this also pins that shortcut.
+  from fedjax_intrinsic.algorithms import recipe
+  c = make_digits_config('intrinsic_static', model='logreg', d=24, projection='fastfood')
+  exp = experiment.Experiment(c)
+  ctx = base.BuildContext(exp.model, exp.params0, exp.run_key, None, 0.5, 100, 1)
+  sub = intrinsic.subspaces(c.method, ctx)
+  state = sub.state(0)
+  theta, unravel = ravel_pytree(exp.params0)
+  theta = theta + 0.1 * jax.random.normal(jax.random.key(7), theta.shape)   # off θ0
+  rng = np.random.default_rng(0)
+  batches = {'x': jnp.asarray(rng.normal(size=(steps, 6, 8, 8, 1)), jnp.float32),
+             'y': jnp.asarray(rng.integers(0, 10, size=(steps, 6)), jnp.int32),
+             'mask': jnp.ones((steps, 6), jnp.float32)}
+  dz, metrics = jax.jit(recipe.in_subspace(ctx, sub))(theta, batches, state)
+  A = _dense(sub.op, state)
+  grad = jax.jit(jax.grad(lambda th, b: base.model_loss(exp.model)(unravel(th), b)))
+  u = np.zeros(sub.d)
+  for s in range(steps):
+    batch = {k: v[s] for k, v in batches.items()}
+    point = jnp.asarray(np.asarray(theta, np.float64) + A @ u, jnp.float32)
+    u = u - 0.5 * A.T @ np.asarray(grad(point, batch), np.float64)
+  np.testing.assert_allclose(np.asarray(dz, np.float64), -u, rtol=1e-4, atol=1e-6)
+  loss0 = base.model_loss(exp.model)(unravel(theta), {k: v[0] for k, v in batches.items()})
+  np.testing.assert_allclose(float(metrics['loss']), float(loss0), rtol=1e-6)
+  # Control: the first step alone is not what three steps give.
+  if steps == 3:
+    one_step = 0.5 * A.T @ np.asarray(grad(theta, {k: v[0] for k, v in batches.items()}),
+                                      np.float64)
+    assert np.max(np.abs(np.asarray(dz, np.float64) - one_step)) > 1e-3 * np.max(np.abs(one_step))
