@@ -35,6 +35,11 @@ These are identities of the same operator (not approximations): results match th
 literal product above up to float summation order. ``tile_gather`` and ``perm_fold`` are
 primitives (``projections.native.cpu_primitive``), each the other's transpose, computed by
 the C++ kernels on CPU and by gathers elsewhere; no D x d matrix ever exists.
+For L <= ``native.FASTFOOD_FUSED_MAX_L`` (and the native WHT), ``project`` and ``lift`` are
+one primitive each (``fused_project_p`` / ``fused_lift_p``, each the other's transpose): on CPU
+one kernel carries each vector of a batch through all the steps in a cache-resident scratch,
+bitwise the composition (``_project_xla`` / ``_lift_xla``) of the separate kernels on the same
+batch; elsewhere it is that composition.
 
 State (``FastfoodState``): ``signs: f32[L]``, ``perm, inv_perm: int32[L]``,
 ``gauss: f32[L]``, ``scale: f32[]``; 16·L bytes. ``init`` draws all of it once per subspace
@@ -194,6 +199,37 @@ perm_fold_p = native.cpu_primitive(
     transpose_fn=lambda ct, perm, inv_perm, n: tile_gather(ct, perm, inv_perm))
 
 
+def _project_xla(x, signs, perm, inv_perm, gauss, scale, *, D, d, n, wht_method):
+  """``Aᵀ x`` as the composition: x f[..., D] -> f[..., d] (operands in the compute dtype)."""
+  L = perm.shape[0]
+  v = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, L - D)]) * scale
+  v = hadamard.fwht(v, wht_method) * gauss                                    # G H s x
+  u = hadamard.fwht(perm_fold(v, perm, inv_perm, n), wht_method)             # (H Πᵀ v)[:n]
+  return u[..., :d] * signs[:d]
+
+
+def _lift_xla(z, signs, perm, inv_perm, gauss, scale, *, D, d, n, wht_method):
+  """``A z`` as the composition: z f[..., d] -> f[..., D] (operands in the compute dtype)."""
+  u = hadamard.fwht(jnp.pad(z * signs[:d], [(0, 0)] * (z.ndim - 1) + [(0, n - d)]),
+                    wht_method)                                               # (H B z)[:n]
+  v = tile_gather(u, perm, inv_perm) * gauss                                  # G Π H B z
+  return (hadamard.fwht(v, wht_method) * scale)[..., :D]
+
+
+# The whole project / lift as one primitive each (each the other's transpose): on CPU, for L <=
+# native.FASTFOOD_FUSED_MAX_L, one kernel that carries each vector through in a cache-resident
+# scratch, bitwise the composition above; elsewhere the composition itself.
+_FUSED_ATTRS = lambda params: {'n': params['n']}
+fused_project_p = native.cpu_primitive(
+    'fedjax_fastfood_project', _project_xla, native.TARGET_FASTFOOD_PROJECT,
+    transpose_fn=lambda ct, *state, **params: fused_lift_p.bind(ct, *state, **params),
+    attrs=_FUSED_ATTRS)
+fused_lift_p = native.cpu_primitive(
+    'fedjax_fastfood_lift', _lift_xla, native.TARGET_FASTFOOD_LIFT,
+    transpose_fn=lambda ct, *state, **params: fused_project_p.bind(ct, *state, **params),
+    attrs=_FUSED_ATTRS)
+
+
 def fastfood(D: int, d: int, wht_method: str | None = None,
              permutation: str = 'feistel') -> base.Projection:
   """A Fastfood operator ``A: f[D, d]`` with ``E[AᵀA] = I_d``.
@@ -220,9 +256,6 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
   n = hadamard.next_power_of_two(d)  # the block the first / last WHT works on
   where = f'fastfood(D={D}, d={d})'
 
-  def wht(v):
-    return hadamard.fwht(v, wht_method)
-
   def init(key: jax.Array) -> FastfoodState:
     k_sign, k_perm, k_gauss = jax.random.split(key, 3)
     signs = jax.random.rademacher(k_sign, (L,), jnp.float32)
@@ -242,22 +275,28 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
     scale = jax.lax.rsqrt(jnp.float32(D) * jnp.sum(jnp.square(gauss)))
     return FastfoodState(signs, perm, inv_perm, gauss, scale)
 
+  params = {'D': D, 'd': d, 'n': n, 'wht_method': wht_method}
+  # The fused kernels compute the WHT natively: not when another method was asked for.
+  fused = L <= native.FASTFOOD_FUSED_MAX_L and wht_method in (None, 'native')
+
+  def operands(state, dt):
+    return (state.signs.astype(dt), state.perm, state.inv_perm, state.gauss.astype(dt),
+            state.scale.astype(dt))
+
   def lift(state: FastfoodState, z: jax.Array) -> jax.Array:
     """``x = A z``. z: f[d] -> f[D]."""
     z = base.check_vector(z, d, 'z', where + '.lift')
     dt = base.compute_dtype(z.dtype)
-    u = wht(jnp.pad(z.astype(dt) * state.signs[:d].astype(dt), (0, n - d)))  # (H B z)[:n]
-    v = tile_gather(u, state.perm, state.inv_perm) * state.gauss.astype(dt)  # G Π H B z
-    v = wht(v) * state.scale.astype(dt)
-    return v[:D].astype(z.dtype)
+    args = (z.astype(dt),) + operands(state, dt)
+    x = fused_lift_p.bind(*args, **params) if fused else _lift_xla(*args, **params)
+    return x.astype(z.dtype)
 
   def project(state: FastfoodState, x: jax.Array) -> jax.Array:
     """``y = Aᵀ x``. x: f[D] -> f[d]."""
     x = base.check_vector(x, D, 'x', where + '.project')
     dt = base.compute_dtype(x.dtype)
-    v = jnp.pad(x.astype(dt), (0, L - D)) * state.scale.astype(dt)
-    v = wht(v) * state.gauss.astype(dt)                                      # G H s x
-    u = wht(perm_fold(v, state.perm, state.inv_perm, n))                     # (H Πᵀ v)[:n]
-    return (u[:d] * state.signs[:d].astype(dt)).astype(x.dtype)
+    args = (x.astype(dt),) + operands(state, dt)
+    y = fused_project_p.bind(*args, **params) if fused else _project_xla(*args, **params)
+    return y.astype(x.dtype)
 
   return base.Projection(D=D, d=d, init=init, project=project, lift=lift, name='fastfood')

@@ -13,6 +13,9 @@
 //    from another summation order by rounding only).
 //  * fedjax_gather_tile_f32 / fedjax_fold_perm_f32: Fastfood's permutation composed
 //    with tiling a block of n = 2^k entries (lift) and its adjoint, folding onto n (project).
+//  * fedjax_fastfood_project_f32 / fedjax_fastfood_lift_f32: Fastfood's whole project / lift
+//    of each vector of a batch in one cache-resident scratch (for L below the threading
+//    threshold), bitwise the composition of the kernels above.
 //  * fedjax_sketch_hashed_f32: count-sketch table of x f32[B, D] with the csvec-style
 //    hashes of sketch.py recomputed inline (exact integer arithmetic mod 2^31 - 1).
 //  * fedjax_sketch_cached_f32: the same from precomputed signed buckets i32[rows, D].
@@ -326,6 +329,91 @@ void FoldPerm(const float* u, const int32_t* perm, float* out, size_t nvec, size
 }
 
 // ---------------------------------------------------------------------------------------
+// Fastfood's project and lift, one vector at a time in an L-float scratch (L small enough to
+// stay in cache): the operations of fastfood.py's composition in the same order, so the
+// result is bitwise that of the composition's kernels on the same batch. Only the fold sums;
+// FoldPerm on nvec vectors splits [0, L) over fold_nt threads and adds the parts in thread
+// order, which FoldOne repeats.
+
+int FoldThreads(size_t nvec, size_t L) { return nvec * L >= (kThreadMin) ? MaxThreads() : 1; }
+
+// Threads over the vectors of a fused call (the same bar as the other kernels).
+int VectorThreads(size_t nvec, size_t L) {
+  return static_cast<int>(std::min<size_t>(nvec * L >= (kThreadMin) ? MaxThreads() : 1, nvec));
+}
+
+// out[j] = sum of u[k] over k < L with perm[k] & mask == j (j < n), in FoldPerm's order.
+void FoldOne(const float* u, const int32_t* perm, float* out, float* tmp, size_t n, size_t L,
+             int fold_nt) {
+  const uint32_t mask = static_cast<uint32_t>(n - 1);
+  if (n == L) {
+    for (size_t k = 0; k < L; ++k) out[static_cast<uint32_t>(perm[k]) & mask] = u[k];
+    return;
+  }
+  for (int t = 0; t < fold_nt; ++t) {
+    size_t lo, hi;
+    Share(L, t, fold_nt, &lo, &hi);
+    float* acc = t == 0 ? out : tmp;
+    std::fill(acc, acc + n, 0.0f);
+    for (size_t k = lo; k < hi; ++k) acc[static_cast<uint32_t>(perm[k]) & mask] += u[k];
+    if (t > 0)
+      for (size_t j = 0; j < n; ++j) out[j] += tmp[j];
+  }
+}
+
+// y[v] = Aᵀ x[v]: x f32[nvec, D] -> y f32[nvec, d].
+void FastfoodProject(const float* x, const float* signs, const int32_t* perm,
+                     const float* gauss, float scale, float* y, size_t nvec, size_t D, size_t d,
+                     size_t n, size_t L) {
+  const int fold_nt = FoldThreads(nvec, L);
+  const int nt = VectorThreads(nvec, L);
+  Parallel(nt, [&](int t, int n_t) {
+    size_t lo, hi;
+    Share(nvec, t, n_t, &lo, &hi);
+    std::vector<float> scratch(L + 2 * n);
+    float* v = scratch.data();
+    float* u = v + L;
+    float* tmp = u + n;
+    for (size_t b = lo; b < hi; ++b) {
+      const float* xb = x + b * D;
+      for (size_t i = 0; i < D; ++i) v[i] = xb[i] * scale;           // pad, ·s
+      std::fill(v + D, v + L, 0.0f);
+      Fwht(v, v, 1, L);                                               // H
+      for (size_t i = 0; i < L; ++i) v[i] *= gauss[i];                // ·G
+      FoldOne(v, perm, u, tmp, n, L, fold_nt);                        // fold Πᵀ onto n
+      Fwht(u, u, 1, n);                                               // H_n
+      float* yb = y + b * d;
+      for (size_t i = 0; i < d; ++i) yb[i] = u[i] * signs[i];         // ·B, first d
+    }
+  });
+}
+
+// x[v] = A z[v]: z f32[nvec, d] -> x f32[nvec, D].
+void FastfoodLift(const float* z, const float* signs, const int32_t* perm, const float* gauss,
+                  float scale, float* x, size_t nvec, size_t D, size_t d, size_t n, size_t L) {
+  const uint32_t mask = static_cast<uint32_t>(n - 1);
+  const int nt = VectorThreads(nvec, L);
+  Parallel(nt, [&](int t, int n_t) {
+    size_t lo, hi;
+    Share(nvec, t, n_t, &lo, &hi);
+    std::vector<float> scratch(L + n);
+    float* v = scratch.data();
+    float* u = v + L;
+    for (size_t b = lo; b < hi; ++b) {
+      const float* zb = z + b * d;
+      for (size_t i = 0; i < d; ++i) u[i] = zb[i] * signs[i];         // ·B, pad to n
+      std::fill(u + d, u + n, 0.0f);
+      Fwht(u, u, 1, n);                                               // H_n
+      for (size_t i = 0; i < L; ++i)                                  // Π of the tiling, ·G
+        v[i] = u[static_cast<uint32_t>(perm[i]) & mask] * gauss[i];
+      Fwht(v, v, 1, L);                                               // H
+      float* xb = x + b * D;
+      for (size_t i = 0; i < D; ++i) xb[i] = v[i] * scale;            // ·s, first D
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
 // Count sketch
 
 constexpr uint64_t kP = (uint64_t(1) << 31) - 1;
@@ -548,3 +636,46 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFoldPermF32, FoldPermImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// Operands: x (project: f32[..., D]; lift: f32[..., d]), signs f32[L], perm i32[L], inv_perm
+// i32[L] (unused), gauss f32[L], scale f32[]; attribute n (the power of two >= d).
+template <bool kProject>
+static ffi::Error FastfoodImpl(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> signs,
+                               ffi::Buffer<ffi::S32> perm, ffi::Buffer<ffi::S32>,
+                               ffi::Buffer<ffi::F32> gauss, ffi::Buffer<ffi::F32> scale,
+                               ffi::ResultBuffer<ffi::F32> out, int64_t n_attr) {
+  auto id = in.dimensions(), od = out->dimensions();
+  if (id.size() < 1 || od.size() != id.size() || scale.element_count() != 1)
+    return ffi::Error::InvalidArgument("fastfood: shapes");
+  const size_t L = static_cast<size_t>(perm.element_count()), n = static_cast<size_t>(n_attr);
+  const size_t D = static_cast<size_t>(kProject ? id.back() : od.back());
+  const size_t d = static_cast<size_t>(kProject ? od.back() : id.back());
+  if (L == 0 || (L & (L - 1)) || n == 0 || (n & (n - 1)) || n > L || d > n || D > L ||
+      signs.element_count() != L || gauss.element_count() != L)
+    return ffi::Error::InvalidArgument("fastfood: sizes");
+  const size_t nvec = in.element_count() / (kProject ? D : d);
+  const float s = scale.typed_data()[0];
+  if (kProject)
+    FastfoodProject(in.typed_data(), signs.typed_data(), perm.typed_data(), gauss.typed_data(),
+                    s, out->typed_data(), nvec, D, d, n, L);
+  else
+    FastfoodLift(in.typed_data(), signs.typed_data(), perm.typed_data(), gauss.typed_data(), s,
+                 out->typed_data(), nvec, D, d, n, L);
+  return ffi::Error::Success();
+}
+
+#define FEDJAX_FASTFOOD_BINDING                 \
+  ffi::Ffi::Bind()                              \
+      .Arg<ffi::Buffer<ffi::F32>>()             \
+      .Arg<ffi::Buffer<ffi::F32>>()             \
+      .Arg<ffi::Buffer<ffi::S32>>()             \
+      .Arg<ffi::Buffer<ffi::S32>>()             \
+      .Arg<ffi::Buffer<ffi::F32>>()             \
+      .Arg<ffi::Buffer<ffi::F32>>()             \
+      .Ret<ffi::Buffer<ffi::F32>>()             \
+      .Attr<int64_t>("n")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFastfoodProjectF32, FastfoodImpl<true>,
+                              FEDJAX_FASTFOOD_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFastfoodLiftF32, FastfoodImpl<false>,
+                              FEDJAX_FASTFOOD_BINDING);

@@ -109,6 +109,41 @@ def test_tile_gather_and_perm_fold_against_numpy(n, L):
   np.testing.assert_array_equal(jax.vmap(FF.tile_gather, (0, None, None))(u, perm, inv), got)
 
 
+@pytest.mark.parametrize('D, d, C', [(9610, 1000, 100), (650, 32, 3), (100, 90, 1), (4096, 4096, 2),
+                                     (5000, 3000, 2), (2**18 - 5, 40, 2), (1, 1, 4), (7, 3, 5)])
+def test_fused_fastfood_kernels_are_the_composition_bitwise(D, d, C):
+  # Fastfood's project / lift as one kernel (L <= native.FASTFOOD_FUSED_MAX_L) against the same
+  # operator composed from the separate kernels (WHT, fold, gather: checked against numpy above;
+  # the operator against its dense matrix in test_operators.py): the same bits, batched (C
+  # vectors; at C = 100 the fold's two-thread summation order), under grad (each is the
+  # other's transpose) and JVP, and the dense float64 adjoint identity <A z, x> = <z, Aᵀ x>.
+  op = P.fastfood(D, d)
+  st = jax.jit(op.init)(jax.random.PRNGKey(D + d))
+  assert st.perm.shape[0] <= native.FASTFOOD_FUSED_MAX_L
+  n = 1 << (d - 1).bit_length()
+  params = {'D': D, 'd': d, 'n': n, 'wht_method': None}
+  parts = (st.signs, st.perm, st.inv_perm, st.gauss, st.scale)
+  rng = np.random.default_rng(d)
+  x = jnp.asarray(rng.standard_normal((C, D)), jnp.float32)
+  z = jnp.asarray(rng.standard_normal((C, d)), jnp.float32)
+  y = jax.jit(jax.vmap(lambda v: op.project(st, v)))(x)
+  w = jax.jit(jax.vmap(lambda v: op.lift(st, v)))(z)
+  np.testing.assert_array_equal(y, jax.jit(lambda v: FF._project_xla(v, *parts, **params))(x))
+  np.testing.assert_array_equal(w, jax.jit(lambda v: FF._lift_xla(v, *parts, **params))(z))
+  grad_lift = jax.jit(jax.vmap(
+      lambda v: jax.grad(lambda u: jnp.vdot(op.lift(st, u), v))(jnp.zeros(d))))(x)
+  np.testing.assert_array_equal(grad_lift, y)
+  jvp = jax.jit(lambda v: jax.jvp(lambda a: op.project(st, a), (x[0],), (v,))[1])(x[0])
+  # (one vector: the fold's one-thread order, which a batch of C = 100 does not share)
+  np.testing.assert_array_equal(jvp, jax.jit(op.project)(st, x[0]))
+  lhs = np.sum(np.asarray(w, np.float64) * np.asarray(x, np.float64))
+  rhs = np.sum(np.asarray(z, np.float64) * np.asarray(y, np.float64))
+  assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
+  if native.available():   # the kernel, not the composition, is what runs
+    hlo = jax.jit(lambda v: op.project(st, v)).lower(x[0]).as_text()
+    assert native.TARGET_FASTFOOD_PROJECT in hlo and native.TARGET_FOLD_PERM not in hlo
+
+
 def _np_hashes(state, D, cols):
   """int64 numpy hashes (a i + b < 2^62: no overflow): buckets, signs i64[rows, D]."""
   p = K.PRIME
