@@ -252,7 +252,11 @@ def tolerance_markdown(sweeps: Sequence[tuple[str, Sequence[dict]]],
                        tolerances: Sequence[float] = (1, 5)) -> str:
   """A table: per method (rows) and sweep x tolerance (columns), the highest overall compression
   within that tolerance of uncompressed (`within_tolerance`), with the budget that reaches it;
-  '-' where no budget of the method does, 'not run' where the sweep has no finished cell of it."""
+  '-' where no budget of the method does, 'not run' where the sweep has no finished cell of it.
+  Budgets with a seed still pending (notes 'seed N pending') are not yet counted: where one of
+  them compresses more than the cell's answer, the cell says how many ('k pending': no finished
+  budget qualifies, k budgets are pending; '...; k pending': a finished one does, and k pending
+  budgets compress more)."""
   tables = [(name, {t: within_tolerance(rows, t) for t in tolerances}, rows) for name, rows in sweeps]
   methods = list(dict.fromkeys(r['method'] for _, _, rows in tables for r in rows))
   headers = ['method']
@@ -264,10 +268,17 @@ def tolerance_markdown(sweeps: Sequence[tuple[str, Sequence[dict]]],
     row = [f'`{m}`']
     for _, best, rows in tables:
       ran = any(r['method'] == m and r['mean'] is not None for r in rows)
+      pending = [r for r in rows if r['method'] == m
+                 and any(str(n).endswith(' pending') for n in r.get('notes') or ())]
       for t in tolerances:
         b = best[t].get(m)
+        more = sum(1 for r in pending if b is None or (r['overall_compression'] or 0)
+                   > b['overall_compression'])
         if b is not None:
-          row.append(f'{_fmt_ratio(b["overall_compression"])}x ({budget_text(b["budget"])})')
+          row.append(f'{_fmt_ratio(b["overall_compression"])}x ({budget_text(b["budget"])})'
+                     + (f'; {more} pending' if more else ''))
+        elif more:
+          row.append(f'{more} pending')
         else:
           row.append('-' if ran else 'not run')
     body.append(row)

@@ -242,3 +242,13 @@ def test_within_tolerance_picks_the_highest_compression_inside_the_band():
   assert '| `sign`' in table and 'not run' in table      # sign has no row in sweep b
   with pytest.raises(ValueError, match='uncompressed'):
     report.within_tolerance(rows[1:], 1)
+  # Budgets with a seed pending are counted as pending, not as misses.
+  partial = [_row('uncompressed', 0.90, 1.0), _row('topk', 0.895, 10.0, k=100),
+             {**_row('topk', 0.899, 50.0, k=20), 'values': [0.899], 'num_seeds': 3,
+              'notes': ['seed 1 pending', 'seed 2 pending']},
+             {**_row('sign', 0.90, 32.0), 'values': [0.90], 'num_seeds': 3,
+              'notes': ['seed 2 pending']}, _row('rand', 0.5, 8.0)]
+  lines = {l.split('|')[1].strip(): l for l in
+           report.tolerance_markdown([('p', partial)]).splitlines()[2:]}
+  assert '10x (k=100); 1 pending' in lines['`topk`'] and '1 pending' in lines['`sign`']
+  assert '-' in lines['`rand`'] and 'pending' not in lines['`rand`']
