@@ -199,11 +199,39 @@ perm_fold_p = native.cpu_primitive(
     transpose_fn=lambda ct, perm, inv_perm, n: tile_gather(ct, perm, inv_perm))
 
 
+def _fwht_diag_xla(x, pre, post, *, L, m, wht_method):
+  """``(pad_L(x) · pre) H_L · post``: x f[..., m], pre / post f[L] or f[1] -> f[..., L]."""
+  del m
+  v = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, L - x.shape[-1])]) * pre
+  return hadamard.fwht(v, wht_method) * post
+
+
+def _fwht_diag_t(ct, pre, post, *, L, m, wht_method):
+  """The transpose: ``((ct · post) H_L · pre)[..., :m]`` (H is symmetric)."""
+  return fwht_diag_p.bind(ct, post, pre, L=L, m=L, wht_method=wht_method)[..., :m]
+
+
+# A WHT between two diagonals, on CPU one kernel that does the multiplications inside the
+# transform's own copies (bitwise the three steps apart), elsewhere those steps.
+fwht_diag_p = native.cpu_primitive(
+    'fedjax_fwht_diag', _fwht_diag_xla, native.TARGET_FWHT_DIAG, transpose_fn=_fwht_diag_t,
+    attrs=lambda params: {'L': params['L']})
+
+
+def fwht_diag(x, pre, post, L: int, wht_method: str | None = None) -> jax.Array:
+  """``(pad_L(x) · pre) H_L · post`` over the last axis: x f[..., m] (m <= L), pre and post
+  f[L] or f[1] (a scalar, as shape (1,)), all in one float dtype -> f[..., L]. With a WHT method
+  other than the native one, the three steps apart."""
+  params = {'L': L, 'm': x.shape[-1], 'wht_method': wht_method}
+  if wht_method in (None, 'native'):
+    return fwht_diag_p.bind(x, pre, post, **params)
+  return _fwht_diag_xla(x, pre, post, **params)
+
+
 def _project_xla(x, signs, perm, inv_perm, gauss, scale, *, D, d, n, wht_method):
   """``Aᵀ x`` as the composition: x f[..., D] -> f[..., d] (operands in the compute dtype)."""
-  L = perm.shape[0]
-  v = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, L - D)]) * scale
-  v = hadamard.fwht(v, wht_method) * gauss                                    # G H s x
+  del D
+  v = fwht_diag(x, scale[None], gauss, perm.shape[0], wht_method)             # G H s x
   u = hadamard.fwht(perm_fold(v, perm, inv_perm, n), wht_method)             # (H Πᵀ v)[:n]
   return u[..., :d] * signs[:d]
 
@@ -212,8 +240,9 @@ def _lift_xla(z, signs, perm, inv_perm, gauss, scale, *, D, d, n, wht_method):
   """``A z`` as the composition: z f[..., d] -> f[..., D] (operands in the compute dtype)."""
   u = hadamard.fwht(jnp.pad(z * signs[:d], [(0, 0)] * (z.ndim - 1) + [(0, n - d)]),
                     wht_method)                                               # (H B z)[:n]
-  v = tile_gather(u, perm, inv_perm) * gauss                                  # G Π H B z
-  return (hadamard.fwht(v, wht_method) * scale)[..., :D]
+  v = fwht_diag(tile_gather(u, perm, inv_perm), gauss, scale[None], perm.shape[0],
+                wht_method)                                                   # s H G Π H B z
+  return v[..., :D]
 
 
 # The whole project / lift as one primitive each (each the other's transpose): on CPU, for L <=

@@ -14,7 +14,7 @@ Contract:
   (default ``$XDG_CACHE_HOME/fedjax_intrinsic`` or ``~/.cache/fedjax_intrinsic``).
   ``FEDJAX_INTRINSIC_THREADS`` (read by the kernels, default 2) caps the threads per call.
 - FFI targets (all float32, cpu only): ``TARGET_FWHT``, ``TARGET_GATHER_TILE``,
-  ``TARGET_FOLD_PERM``, ``TARGET_FASTFOOD_PROJECT``, ``TARGET_FASTFOOD_LIFT`` (L <=
+  ``TARGET_FOLD_PERM``, ``TARGET_FWHT_DIAG``, ``TARGET_FASTFOOD_PROJECT``, ``TARGET_FASTFOOD_LIFT`` (L <=
   ``FASTFOOD_FUSED_MAX_L``), ``TARGET_SKETCH_HASHED``, ``TARGET_SKETCH_CACHED``;
   ``hadamard.py``, ``fastfood.py`` and ``sketch.py`` bind them through JAX primitives
   (``cpu_primitive``) whose lowering on other platforms (or without the kernels) is pure JAX.
@@ -43,6 +43,7 @@ TARGET_SKETCH_HASHED = 'fedjax_sketch_hashed_f32'
 TARGET_SKETCH_CACHED = 'fedjax_sketch_cached_f32'
 TARGET_GATHER_TILE = 'fedjax_gather_tile_f32'
 TARGET_FOLD_PERM = 'fedjax_fold_perm_f32'
+TARGET_FWHT_DIAG = 'fedjax_fwht_diag_f32'
 TARGET_FASTFOOD_PROJECT = 'fedjax_fastfood_project_f32'
 TARGET_FASTFOOD_LIFT = 'fedjax_fastfood_lift_f32'
 # Fastfood's fused project / lift kernels work on one vector at a time in a scratch of L
@@ -51,6 +52,7 @@ FASTFOOD_FUSED_MAX_L = 1 << 18
 _SYMBOLS = {TARGET_FWHT: 'FedjaxFwhtF32', TARGET_SKETCH_HASHED: 'FedjaxSketchHashedF32',
             TARGET_SKETCH_CACHED: 'FedjaxSketchCachedF32',
             TARGET_GATHER_TILE: 'FedjaxGatherTileF32', TARGET_FOLD_PERM: 'FedjaxFoldPermF32',
+            TARGET_FWHT_DIAG: 'FedjaxFwhtDiagF32',
             TARGET_FASTFOOD_PROJECT: 'FedjaxFastfoodProjectF32',
             TARGET_FASTFOOD_LIFT: 'FedjaxFastfoodLiftF32'}
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'kernels.cc')

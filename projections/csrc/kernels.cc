@@ -13,6 +13,8 @@
 //    from another summation order by rounding only).
 //  * fedjax_gather_tile_f32 / fedjax_fold_perm_f32: Fastfood's permutation composed
 //    with tiling a block of n = 2^k entries (lift) and its adjoint, folding onto n (project).
+//  * fedjax_fwht_diag_f32: (x zero-padded to L, times a diagonal) @ H_L, times a diagonal,
+//    the multiplications folded into the transform's own copies (Fastfood for large L).
 //  * fedjax_fastfood_project_f32 / fedjax_fastfood_lift_f32: Fastfood's whole project / lift
 //    of each vector of a batch in one cache-resident scratch (for L below the threading
 //    threshold), bitwise the composition of the kernels above.
@@ -275,6 +277,66 @@ void Fwht(const float* x, float* y, size_t nvec, size_t L) {
   });
 }
 
+// y[v] = (x[v] zero-padded from m to L entries, times pre) @ H_L, times post: x f32[nvec, m]
+// (m <= L), pre and post f32[L] or f32[1] (a scalar), y f32[nvec, L]. The same products and
+// butterflies as the three steps done apart (an elementwise pass, Fwht, an elementwise pass):
+// the multiplications ride on Fwht's copy into each block and on its write-back from each
+// panel, so they cost no pass of their own.
+void FwhtDiag(const float* __restrict__ x, const float* pre, size_t npre, const float* post,
+              size_t npost, float* __restrict__ y, size_t nvec, size_t m, size_t L) {
+  const size_t total = nvec * L;
+  int nt = total >= (kThreadMin) ? MaxThreads() : 1;
+  auto load = [&](const float* xv, float* dst, size_t lo, size_t len) {  // dst = pad(x)*pre
+    for (size_t i = 0; i < len; ++i) {
+      const size_t g = lo + i;
+      const float p = pre[npre == 1 ? 0 : g];
+      dst[i] = (g < m ? xv[g] : 0.0f) * p;
+    }
+  };
+  auto store = [&](float* dst, const float* src, size_t lo, size_t len) {  // dst = src*post
+    for (size_t i = 0; i < len; ++i) dst[i] = src[i] * post[npost == 1 ? 0 : lo + i];
+  };
+  if (L <= kBlock) {
+    nt = std::min<size_t>(nt, nvec);
+    Parallel(nt, [&](int t, int n_t) {
+      size_t lo, hi;
+      Share(nvec, t, n_t, &lo, &hi);
+      for (size_t v = lo; v < hi; ++v) {
+        float* yv = y + v * L;
+        load(x + v * m, yv, 0, L);
+        WhtContiguous(yv, L);
+        store(yv, yv, 0, L);
+      }
+    });
+    return;
+  }
+  const size_t blocks = L / kBlock, R = blocks, c = PanelWidth(R);
+  const size_t panels = kBlock / c;
+  Parallel(nt, [&](int t, int n_t) {  // phase A with the pre-multiplication
+    size_t lo, hi;
+    Share(nvec * blocks, t, n_t, &lo, &hi);
+    for (size_t k = lo; k < hi; ++k) {
+      const size_t v = k / blocks, b = k % blocks;
+      float* dst = y + k * kBlock;
+      load(x + v * m, dst, b * kBlock, kBlock);
+      WhtContiguous(dst, kBlock);
+    }
+  });
+  Parallel(nt, [&](int t, int n_t) {  // phase B with the post-multiplication
+    size_t lo, hi;
+    Share(nvec * panels, t, n_t, &lo, &hi);
+    std::vector<float> scratch(R * c + 16);
+    float* s = scratch.data();
+    for (size_t k = lo; k < hi; ++k) {
+      const size_t col = (k % panels) * c;
+      float* base = y + (k / panels) * L + col;
+      for (size_t r = 0; r < R; ++r) std::memcpy(s + r * c, base + r * kBlock, c * sizeof(float));
+      Stages(s, R * c, c, R * c);
+      for (size_t r = 0; r < R; ++r) store(base + r * kBlock, s + r * c, r * kBlock + col, c);
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------------
 // Fastfood's permutation, folded onto a power-of-two block of n entries (mask = n - 1)
 
@@ -295,8 +357,8 @@ void GatherTile(const float* u, const int32_t* perm, float* out, size_t nvec, si
 }
 
 // out[v, j] = sum of u[v, k] over k < L with perm[k] & mask == j (j < n).
-void FoldPerm(const float* u, const int32_t* perm, float* out, size_t nvec, size_t n,
-              size_t L) {
+void FoldPerm(const float* __restrict__ u, const int32_t* __restrict__ perm,
+              float* __restrict__ out, size_t nvec, size_t n, size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
   const int nt = nvec * L >= (kThreadMin) ? MaxThreads() : 1;
   if (n == L) {  // perm is a bijection of [0, L): a plain scatter, no collisions
@@ -679,3 +741,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFastfoodProjectF32, FastfoodImpl<true>,
                               FEDJAX_FASTFOOD_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFastfoodLiftF32, FastfoodImpl<false>,
                               FEDJAX_FASTFOOD_BINDING);
+
+// x f32[..., m], pre f32[L] or [1], post f32[L] or [1] -> y f32[..., L] (attribute L).
+static ffi::Error FwhtDiagImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> pre,
+                               ffi::Buffer<ffi::F32> post, ffi::ResultBuffer<ffi::F32> y,
+                               int64_t L_attr) {
+  auto xd = x.dimensions();
+  const size_t L = static_cast<size_t>(L_attr);
+  if (xd.size() < 1 || L == 0 || (L & (L - 1))) return ffi::Error::InvalidArgument("fwht_diag");
+  const size_t m = static_cast<size_t>(xd.back());
+  const size_t npre = pre.element_count(), npost = post.element_count();
+  if (m == 0 || m > L || (npre != 1 && npre != L) || (npost != 1 && npost != L))
+    return ffi::Error::InvalidArgument("fwht_diag: sizes");
+  FwhtDiag(x.typed_data(), pre.typed_data(), npre, post.typed_data(), npost, y->typed_data(),
+           x.element_count() / m, m, L);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FedjaxFwhtDiagF32, FwhtDiagImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("L"));

@@ -109,6 +109,56 @@ def test_tile_gather_and_perm_fold_against_numpy(n, L):
   np.testing.assert_array_equal(jax.vmap(FF.tile_gather, (0, None, None))(u, perm, inv), got)
 
 
+@pytest.mark.parametrize('m, L, nvec, npre, npost', [(5, 8, 1, 1, 8), (3000, 2**12, 2, 2**12, 1),
+                                                  (2**13, 2**13, 3, 1, 2**13),
+                                                  (70000, 2**17, 2, 2**17, 2**17)])
+def test_fwht_diag_against_numpy(m, L, nvec, npre, npost):
+  # (pad_L(x) · pre) H_L · post, with the multiplications inside the transform's copies: against
+  # the numpy float64 transform of the same products; its transpose is the same kernel with the
+  # diagonals swapped, cut to m.
+  rng = np.random.default_rng(m)
+  x = jnp.asarray(rng.standard_normal((nvec, m)), jnp.float32)
+  pre = jnp.asarray(rng.standard_normal(npre), jnp.float32)
+  post = jnp.asarray(rng.standard_normal(npost), jnp.float32)
+  got = jax.jit(lambda x: FF.fwht_diag(x, pre, post, L))(x)
+  pad = np.zeros((nvec, L))
+  pad[:, :m] = np.asarray(x, np.float64)
+  want = np_fwht(pad * np.asarray(pre, np.float64)) * np.asarray(post, np.float64)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.sqrt(L))
+  ct = jnp.asarray(rng.standard_normal((nvec, L)), jnp.float32)
+  t = jax.linear_transpose(lambda a: FF.fwht_diag(a, pre, post, L), x)(ct)[0]
+  want_t = (np_fwht(np.asarray(ct, np.float64) * np.asarray(post, np.float64))
+            * np.asarray(pre, np.float64))[:, :m]
+  np.testing.assert_allclose(t, want_t, rtol=1e-4, atol=1e-3 * np.sqrt(L))
+  if native.available():   # the kernel, not the three steps apart, is what runs
+    assert native.TARGET_FWHT_DIAG in jax.jit(
+        lambda x: FF.fwht_diag(x, pre, post, L)).lower(x).as_text()
+
+
+def test_large_fastfood_is_the_plain_composition_bitwise():
+  # Above the fused kernels' L, project and lift use fwht_diag: the same bits as the operator
+  # written out step by step (pad, scale, WHT, Gaussian, fold, WHT, signs; and back).
+  D, d = 2**19 + 3, 1000
+  op = P.fastfood(D, d)
+  st = jax.jit(op.init)(jax.random.PRNGKey(3))
+  L, n = st.perm.shape[0], 1024
+  assert L > native.FASTFOOD_FUSED_MAX_L
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal(D), jnp.float32)
+  z = jnp.asarray(rng.standard_normal(d), jnp.float32)
+
+  def project(x):
+    v = hadamard.fwht(jnp.pad(x, (0, L - D)) * st.scale) * st.gauss
+    return hadamard.fwht(FF.perm_fold(v, st.perm, st.inv_perm, n))[:d] * st.signs[:d]
+
+  def lift(z):
+    u = hadamard.fwht(jnp.pad(z * st.signs[:d], (0, n - d)))
+    return (hadamard.fwht(FF.tile_gather(u, st.perm, st.inv_perm) * st.gauss) * st.scale)[:D]
+
+  np.testing.assert_array_equal(jax.jit(op.project)(st, x), jax.jit(project)(x))
+  np.testing.assert_array_equal(jax.jit(op.lift)(st, z), jax.jit(lift)(z))
+
+
 @pytest.mark.parametrize('D, d, C', [(9610, 1000, 100), (650, 32, 3), (100, 90, 1), (4096, 4096, 2),
                                      (5000, 3000, 2), (2**18 - 5, 40, 2), (1, 1, 4), (7, 3, 5)])
 def test_fused_fastfood_kernels_are_the_composition_bitwise(D, d, C):
