@@ -39,7 +39,9 @@ For L <= ``native.FASTFOOD_FUSED_MAX_L`` (and the native WHT), ``project`` and `
 one primitive each (``fused_project_p`` / ``fused_lift_p``, each the other's transpose): on CPU
 one kernel carries each vector of a batch through all the steps in a cache-resident scratch,
 bitwise the composition (``_project_xla`` / ``_lift_xla``) of the separate kernels on the same
-batch; elsewhere it is that composition.
+batch; elsewhere it is that composition. In the composition the two diagonals next to the
+length-L WHT go through ``fwht_diag`` (on CPU one kernel that multiplies inside the
+transform's copies, bitwise the three steps apart).
 
 State (``FastfoodState``): ``signs: f32[L]``, ``perm, inv_perm: int32[L]``,
 ``gauss: f32[L]``, ``scale: f32[]``; 16·L bytes. ``init`` draws all of it once per subspace
