@@ -11,7 +11,13 @@ process CPU time, medians):
 - `gradient`: its value and gradient;
 - `server_update`: the config's server optimiser applied to a gradient-shaped update;
 - `eval_batch`: the evaluation metrics of `eval_batch_size` test examples;
-- `matmul`: a bare float32 matmul, [2048, 2048] x [2048, 2048], the machine's reference rate.
+- `matmul`: a bare float32 matmul, [2048, 2048] x [2048, 2048], the machine's reference rate;
+- `round`: the whole round 1 as a run executes it (`build.round_fn`: the config's method, client
+  parallelism and cohort shortcut, server step included), from the initial server state;
+- with `--baseline=<method>` (e.g. uncompressed), `round_<method>`: the same config with that
+  method (the config file's argument with method= replaced, so its protocol is the config's
+  for that method), built on the same data and timed interleaved with the others: the ratio
+  round / round_<method> is measured side by side.
 The FLOP counts are XLA's (`cost_analysis`) for the compiled programs, so `GFLOP/s` is what each
 piece reaches against the matmul's, from the median call and from the fastest (on a shared
 machine the least disturbed). Writes results/round_breakdown_<backend>_<name>.json (name:
@@ -46,7 +52,19 @@ def _flops(fn, *args) -> float | None:
   return None if not cost or 'flops' not in cost else float(cost['flops'])
 
 
-def run(config) -> dict:
+def round_piece(b) -> tuple:
+  """(fn, args) of round 1 from the initial server state, as `experiment.Experiment` runs it."""
+  state = jax.jit(b.algorithm.init)(b.params0)
+  store = simulation.ClientStateStore(b.client_state0, b.data.num_clients)
+  ids = b.cohorts.sample(1)
+  batches, weights, shard_ids = b.cohorts.device_inputs(1, ids, b.mesh)
+  args = (state, store.gather(shard_ids), batches, weights, shard_ids, b.cohorts.round_key(1))
+  return (lambda *a: b.round_fn(*a).server_state), args
+
+
+def run(config, baseline_config=None, baseline: str = '') -> dict:
+  """Times the pieces of `config`'s round (module docstring); with `baseline_config`, also the
+  round of that config as piece `round_<baseline>`."""
   from fedjax_intrinsic import build as build_lib, config as config_lib
   from fedjax_intrinsic.models import base
   b = build_lib.build(config)
@@ -84,6 +102,11 @@ def run(config) -> dict:
   }
   jitted = {name: jax.jit(fn) for name, (fn, _) in pieces.items()}
   flops = {name: _flops(fn, *args) for name, (fn, args) in pieces.items()}
+  rounds = {'round': round_piece(b)}     # already jitted (build.round_fn); FLOPs not counted
+  if baseline_config is not None:
+    rounds[f'round_{baseline}'] = round_piece(build_lib.build(baseline_config))
+  for name, (fn, args) in rounds.items():
+    pieces[name], jitted[name], flops[name] = (fn, args), fn, None
   fns = {name: (lambda *_, f=jitted[name], args=args: f(*args))
          for name, (_, args) in pieces.items()}
   timed = common.time_interleaved(fns, warmup=1, min_repeats=3, max_repeats=7, budget_s=60.0)
@@ -131,8 +154,21 @@ def main(argv):
   stem = os.path.splitext(os.path.basename(spec.split(':', 1)[0]))[0]
   arg = spec.split(':', 1)[1] if ':' in spec else ''
   name = stem + (('_' + re.sub(r'[^A-Za-z0-9=.]+', '_', arg)) if arg else '')
-  res = run(config)
+  baseline_config = None
+  if f.baseline:
+    base_spec = stem_path = spec.split(':', 1)[0]
+    kept = [kv for kv in arg.split(',') if kv and not kv.startswith('method=')]
+    base_spec = stem_path + ':' + ','.join([f'method={f.baseline}'] + kept)
+    try:
+      baseline_config = preflight.load_config(base_spec, [], field='--baseline')
+      preflight.check(baseline_config)
+    except ValueError as e:
+      cli.refuse(e)
+    name += f'_vs_{f.baseline}'
+  res = run(config, baseline_config, f.baseline)
   res['config'] = spec
+  if f.baseline:
+    res['baseline_config'] = base_spec
   path = f.out_json or os.path.join(common.RESULTS_DIR,
                                     f'round_breakdown_{jax.default_backend()}_{name}.json')
   common.write_json(path, res)
@@ -145,4 +181,6 @@ if __name__ == '__main__':
   from fedjax_intrinsic import cli
   flags.DEFINE_string('out_json', None, 'JSON path (default: benchmarks/results/'
                       'round_breakdown_<backend>_<name>.json).')
+  flags.DEFINE_string('baseline', '', 'A method whose whole round is timed beside the config\'s '
+                      '(piece round_<method>), e.g. uncompressed; empty: none.')
   app.run(main, flags_parser=cli.flags_parser('config'))

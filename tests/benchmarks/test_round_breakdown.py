@@ -25,8 +25,10 @@ def test_pieces_and_merged_batch(make_digits_config, monkeypatch):
   for i in range(3):            # client i's first local batch, in cohort order
     np.testing.assert_array_equal(merged['x'][4 * i:4 * (i + 1)], np.asarray(batches['x'])[i, 0])
     np.testing.assert_array_equal(merged['y'][4 * i:4 * (i + 1)], np.asarray(batches['y'])[i, 0])
-  res = rb.run(c)
-  assert set(res['pieces']) == {'forward', 'gradient', 'server_update', 'eval_batch', 'matmul'}
+  base = make_digits_config('uncompressed', model='logreg', rounds=1, clients_per_round=3)
+  res = rb.run(c, base, 'uncompressed')
+  assert set(res['pieces']) == {'forward', 'gradient', 'server_update', 'eval_batch', 'matmul',
+                                'round', 'round_uncompressed'}
   assert res['num_params'] == b.num_params == 650
   assert res['pieces']['matmul']['flops'] == 2 * 64 * 32 * 16      # XLA counts a multiply-add as 2
   for name, r in res['pieces'].items():
@@ -37,9 +39,28 @@ def test_pieces_and_merged_batch(make_digits_config, monkeypatch):
   assert table[0].startswith('tiny: D = 650') and table[2].startswith('| piece')
 
 
+def test_round_piece_is_the_runs_first_round(make_digits_config):
+  # What `round` times is round 1 exactly as the experiment runs it: the same new server state.
+  import jax
+  from fedjax_intrinsic import experiment
+  c = make_digits_config('intrinsic_static', model='logreg', rounds=1, clients_per_round=3, d=32)
+  fn, args = rb.round_piece(build_lib.build(c))
+  exp = experiment.Experiment(c)
+  state, _ = exp.run_round(exp.init_state(), 1)
+  got = fn(*args)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_input_is_refused_in_one_line():
   out = subprocess.run([sys.executable, '-m', 'benchmarks.round_breakdown',
                         '--config=configs/digits_cnn.py:method=bogus'],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: method.name='bogus' is invalid")
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.round_breakdown',
+                        '--config=configs/digits_cnn.py:method=uncompressed', '--baseline=bogus'],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode == 2
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: method.name='bogus' is invalid") and 'allowed' in last
