@@ -234,66 +234,37 @@ size_t PanelWidth(size_t R) {
   return std::min(c, kBlock);
 }
 
-// y[nvec, L] = x[nvec, L] @ H_L (x and y may be the same buffer).
-void Fwht(const float* x, float* y, size_t nvec, size_t L) {
-  const size_t total = nvec * L;
-  int nt = total >= (kThreadMin) ? MaxThreads() : 1;
-  if (L <= kBlock) {
-    nt = std::min<size_t>(nt, nvec);
-    Parallel(nt, [&](int t, int n_t) {
-      size_t lo, hi;
-      Share(nvec, t, n_t, &lo, &hi);
-      for (size_t v = lo; v < hi; ++v) {
-        if (x != y) std::memcpy(y + v * L, x + v * L, L * sizeof(float));
-        WhtContiguous(y + v * L, L);
-      }
-    });
-    return;
-  }
-  const size_t blocks = L / kBlock, R = blocks, c = PanelWidth(R);
-  const size_t panels = kBlock / c;
-  // Phase A: every block of every vector, in cache.
-  Parallel(nt, [&](int t, int n_t) {
-    size_t lo, hi;
-    Share(nvec * blocks, t, n_t, &lo, &hi);
-    for (size_t k = lo; k < hi; ++k) {
-      if (x != y) std::memcpy(y + k * kBlock, x + k * kBlock, kBlock * sizeof(float));
-      WhtContiguous(y + k * kBlock, kBlock);
-    }
-  });
-  // Phase B: stages kBlock .. L/2 = a length-R transform down each column, on panels of c
-  // columns copied into a contiguous scratch (row r of the panel at scratch + r * c).
-  Parallel(nt, [&](int t, int n_t) {
-    size_t lo, hi;
-    Share(nvec * panels, t, n_t, &lo, &hi);
-    std::vector<float> scratch(R * c + 16);
-    float* s = scratch.data();
-    for (size_t k = lo; k < hi; ++k) {
-      float* base = y + (k / panels) * L + (k % panels) * c;
-      for (size_t r = 0; r < R; ++r) std::memcpy(s + r * c, base + r * kBlock, c * sizeof(float));
-      Stages(s, R * c, c, R * c);
-      for (size_t r = 0; r < R; ++r) std::memcpy(base + r * kBlock, s + r * c, c * sizeof(float));
-    }
-  });
-}
-
 // y[v] = (x[v] zero-padded from m to L entries, times pre) @ H_L, times post: x f32[nvec, m]
-// (m <= L), pre and post f32[L] or f32[1] (a scalar), y f32[nvec, L]. The same products and
-// butterflies as the three steps done apart (an elementwise pass, Fwht, an elementwise pass):
-// the multiplications ride on Fwht's copy into each block and on its write-back from each
-// panel, so they cost no pass of their own.
-void FwhtDiag(const float* __restrict__ x, const float* pre, size_t npre, const float* post,
-              size_t npost, float* __restrict__ y, size_t nvec, size_t m, size_t L) {
+// (m <= L), pre and post f32[L], f32[1] (a scalar) or null (none), y f32[nvec, L]; x and y may
+// be the same buffer when m == L. The same products and butterflies as the steps done apart (an
+// elementwise pass, the transform, an elementwise pass): the multiplications ride on the
+// transform's copy into each block and on its write-back from each panel, so they cost no pass
+// of their own. Cache-blocked: all butterfly stages inside contiguous blocks of kBlock floats
+// (phase A), then the remaining stages on panels of strided rows copied into an L2-resident
+// scratch (phase B).
+void FwhtDiag(const float* x, const float* pre, size_t npre, const float* post, size_t npost,
+              float* y, size_t nvec, size_t m, size_t L) {
   const size_t total = nvec * L;
   int nt = total >= (kThreadMin) ? MaxThreads() : 1;
-  auto load = [&](const float* xv, float* dst, size_t lo, size_t len) {  // dst = pad(x)*pre
+  // dst[0, len) = (pad(x) * pre)[lo, lo + len)
+  auto load = [&](const float* xv, float* dst, size_t lo, size_t len) {
+    const size_t inside = lo >= m ? 0 : std::min(len, m - lo);
+    if (pre == nullptr) {
+      if (dst != xv + lo) std::memcpy(dst, xv + lo, inside * sizeof(float));
+      std::fill(dst + inside, dst + len, 0.0f);
+      return;
+    }
     for (size_t i = 0; i < len; ++i) {
       const size_t g = lo + i;
-      const float p = pre[npre == 1 ? 0 : g];
-      dst[i] = (g < m ? xv[g] : 0.0f) * p;
+      dst[i] = (i < inside ? xv[g] : 0.0f) * pre[npre == 1 ? 0 : g];
     }
   };
-  auto store = [&](float* dst, const float* src, size_t lo, size_t len) {  // dst = src*post
+  // dst[0, len) = src[0, len) * post[lo, lo + len)
+  auto store = [&](float* dst, const float* src, size_t lo, size_t len) {
+    if (post == nullptr) {
+      if (dst != src) std::memcpy(dst, src, len * sizeof(float));
+      return;
+    }
     for (size_t i = 0; i < len; ++i) dst[i] = src[i] * post[npost == 1 ? 0 : lo + i];
   };
   if (L <= kBlock) {
@@ -312,17 +283,19 @@ void FwhtDiag(const float* __restrict__ x, const float* pre, size_t npre, const 
   }
   const size_t blocks = L / kBlock, R = blocks, c = PanelWidth(R);
   const size_t panels = kBlock / c;
-  Parallel(nt, [&](int t, int n_t) {  // phase A with the pre-multiplication
+  // Phase A: every block of every vector, in cache.
+  Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(nvec * blocks, t, n_t, &lo, &hi);
     for (size_t k = lo; k < hi; ++k) {
-      const size_t v = k / blocks, b = k % blocks;
       float* dst = y + k * kBlock;
-      load(x + v * m, dst, b * kBlock, kBlock);
+      load(x + (k / blocks) * m, dst, (k % blocks) * kBlock, kBlock);
       WhtContiguous(dst, kBlock);
     }
   });
-  Parallel(nt, [&](int t, int n_t) {  // phase B with the post-multiplication
+  // Phase B: stages kBlock .. L/2 = a length-R transform down each column, on panels of c
+  // columns copied into a contiguous scratch (row r of the panel at scratch + r * c).
+  Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(nvec * panels, t, n_t, &lo, &hi);
     std::vector<float> scratch(R * c + 16);
@@ -335,6 +308,11 @@ void FwhtDiag(const float* __restrict__ x, const float* pre, size_t npre, const 
       for (size_t r = 0; r < R; ++r) store(base + r * kBlock, s + r * c, r * kBlock + col, c);
     }
   });
+}
+
+// y[nvec, L] = x[nvec, L] @ H_L (x and y may be the same buffer).
+void Fwht(const float* x, float* y, size_t nvec, size_t L) {
+  FwhtDiag(x, nullptr, 0, nullptr, 0, y, nvec, L, L);
 }
 
 // ---------------------------------------------------------------------------------------
