@@ -7,7 +7,7 @@
 
 The paper's regime (docs/paper.md §5: compressing the updates of a pretrained model being
 fine-tuned), offline: the protocol of configs/tweets_minilm.py (100 Dirichlet(0.5) clients, 10 per
-round, one gradient step of 8 tweets per client, server Adam; FedAvg: 4 local SGD steps), shortened
+round, one gradient step of 8 tweets per client, server Adam; FedAvg: 2 local SGD steps), shortened
 to 30 rounds and evaluated at rounds 15 and 30, to fit the CPU budget below. Budgets (project's
 choice) for D = 22.7M, upload compression in brackets:
 - intrinsic methods at d = 2^10 (22,182x), 2^12, 2^14, 2^17 (173x);
@@ -33,7 +33,9 @@ seen (fewer rounds or clients per round); at round 15, half of this protocol's w
 were at or below the majority rate, against 8 of 26 at round 30 (metrics.jsonl of each cell), so a
 half-size sweep would mostly compare methods that have not left the majority class. FedAvg runs 2
 local steps (configs/tweets_minilm.py), so that its cell (2x a one-step round's gradients) stays
-near the 6-minute cell budget; with 4 steps a FedAvg cell took 926 s. Peak resident memory per cell
+near the 6-minute cell budget; with 4 steps a FedAvg cell took 926 s, and with 2 steps its
+seed-0 cell took 1,015 s while another MiniLM job (the scratch protocol sweep) shared the 2 cores
+(not measured alone). Peak resident memory per cell
 (cell.json: peak_rss_mib) is up to 16.1 GiB (EF-SignSGD's per-client error memories); the other
 cells measured peaked at 3.2 to 7.0 GiB.
 Resumable (benchmarks/sweep.py): a killed sweep continues with the first cell not done, so it may
