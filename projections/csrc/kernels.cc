@@ -69,6 +69,10 @@ void Parallel(int nt, const std::function<void(int, int)>& fn) {
 // a loaded machine).
 constexpr size_t kThreadMin = size_t(1) << 19;
 
+// The threads a call on `elements` floats in all uses (every kernel's rule; the fused Fastfood
+// kernels rely on it to repeat the fold's summation order of the separate kernels).
+int CallThreads(size_t elements) { return elements >= (kThreadMin) ? MaxThreads() : 1; }
+
 // [lo, hi) of task range n for thread t of nt.
 inline void Share(size_t n, int t, int nt, size_t* lo, size_t* hi) {
   *lo = n * t / nt;
@@ -244,8 +248,7 @@ size_t PanelWidth(size_t R) {
 // scratch (phase B).
 void FwhtDiag(const float* x, const float* pre, size_t npre, const float* post, size_t npost,
               float* y, size_t nvec, size_t m, size_t L) {
-  const size_t total = nvec * L;
-  int nt = total >= (kThreadMin) ? MaxThreads() : 1;
+  int nt = CallThreads(nvec * L);
   // dst[0, len) = (pad(x) * pre)[lo, lo + len)
   auto load = [&](const float* xv, float* dst, size_t lo, size_t len) {
     const size_t inside = lo >= m ? 0 : std::min(len, m - lo);
@@ -322,7 +325,7 @@ void Fwht(const float* x, float* y, size_t nvec, size_t L) {
 void GatherTile(const float* u, const int32_t* perm, float* out, size_t nvec, size_t n,
                 size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
-  const int nt = nvec * L >= (kThreadMin) ? MaxThreads() : 1;
+  const int nt = CallThreads(nvec * L);
   Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(L, t, n_t, &lo, &hi);
@@ -334,11 +337,20 @@ void GatherTile(const float* u, const int32_t* perm, float* out, size_t nvec, si
   });
 }
 
-// out[v, j] = sum of u[v, k] over k < L with perm[k] & mask == j (j < n).
+// acc[j] = sum of u[k] over k in [lo, hi) with perm[k] & mask == j (j < n), in k order.
+void FoldRange(const float* __restrict__ u, const int32_t* __restrict__ perm,
+               float* __restrict__ acc, size_t n, size_t lo, size_t hi) {
+  const uint32_t mask = static_cast<uint32_t>(n - 1);
+  std::fill(acc, acc + n, 0.0f);
+  for (size_t k = lo; k < hi; ++k) acc[static_cast<uint32_t>(perm[k]) & mask] += u[k];
+}
+
+// out[v, j] = sum of u[v, k] over k < L with perm[k] & mask == j (j < n): [0, L) split over
+// the call's threads, the parts added in thread order.
 void FoldPerm(const float* __restrict__ u, const int32_t* __restrict__ perm,
               float* __restrict__ out, size_t nvec, size_t n, size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
-  const int nt = nvec * L >= (kThreadMin) ? MaxThreads() : 1;
+  const int nt = CallThreads(nvec * L);
   if (n == L) {  // perm is a bijection of [0, L): a plain scatter, no collisions
     Parallel(nt, [&](int t, int n_t) {
       size_t lo, hi;
@@ -353,16 +365,9 @@ void FoldPerm(const float* __restrict__ u, const int32_t* __restrict__ perm,
   Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(L, t, n_t, &lo, &hi);
-    for (size_t v = 0; v < nvec; ++v) {
-      float* acc = out + v * n;
-      if (t > 0) {
-        priv[t - 1].resize(nvec * n);
-        acc = priv[t - 1].data() + v * n;
-      }
-      std::fill(acc, acc + n, 0.0f);
-      const float* uv = u + v * L;
-      for (size_t k = lo; k < hi; ++k) acc[static_cast<uint32_t>(perm[k]) & mask] += uv[k];
-    }
+    if (t > 0) priv[t - 1].resize(nvec * n);
+    for (size_t v = 0; v < nvec; ++v)
+      FoldRange(u + v * L, perm, (t > 0 ? priv[t - 1].data() : out) + v * n, n, lo, hi);
   });
   for (auto& p : priv)
     for (size_t j = 0; j < nvec * n; ++j) out[j] += p[j];
@@ -371,31 +376,22 @@ void FoldPerm(const float* __restrict__ u, const int32_t* __restrict__ perm,
 // ---------------------------------------------------------------------------------------
 // Fastfood's project and lift, one vector at a time in an L-float scratch (L small enough to
 // stay in cache): the operations of fastfood.py's composition in the same order, so the
-// result is bitwise that of the composition's kernels on the same batch. Only the fold sums;
-// FoldPerm on nvec vectors splits [0, L) over fold_nt threads and adds the parts in thread
-// order, which FoldOne repeats.
+// result is bitwise that of the composition's kernels on the same batch. Only the fold sums:
+// FoldPerm on nvec vectors splits [0, L) over CallThreads(nvec * L) threads and adds the parts
+// in thread order, which FoldOne repeats for one vector.
 
-int FoldThreads(size_t nvec, size_t L) { return nvec * L >= (kThreadMin) ? MaxThreads() : 1; }
-
-// Threads over the vectors of a fused call (the same bar as the other kernels).
-int VectorThreads(size_t nvec, size_t L) {
-  return static_cast<int>(std::min<size_t>(nvec * L >= (kThreadMin) ? MaxThreads() : 1, nvec));
-}
-
-// out[j] = sum of u[k] over k < L with perm[k] & mask == j (j < n), in FoldPerm's order.
+// out[j] = sum of u[k] over k < L with perm[k] & mask == j (j < n), in FoldPerm's order for a
+// call of fold_nt threads (tmp: n floats of scratch).
 void FoldOne(const float* u, const int32_t* perm, float* out, float* tmp, size_t n, size_t L,
              int fold_nt) {
-  const uint32_t mask = static_cast<uint32_t>(n - 1);
   if (n == L) {
-    for (size_t k = 0; k < L; ++k) out[static_cast<uint32_t>(perm[k]) & mask] = u[k];
+    for (size_t k = 0; k < L; ++k) out[static_cast<uint32_t>(perm[k]) & (n - 1)] = u[k];
     return;
   }
   for (int t = 0; t < fold_nt; ++t) {
     size_t lo, hi;
     Share(L, t, fold_nt, &lo, &hi);
-    float* acc = t == 0 ? out : tmp;
-    std::fill(acc, acc + n, 0.0f);
-    for (size_t k = lo; k < hi; ++k) acc[static_cast<uint32_t>(perm[k]) & mask] += u[k];
+    FoldRange(u, perm, t == 0 ? out : tmp, n, lo, hi);
     if (t > 0)
       for (size_t j = 0; j < n; ++j) out[j] += tmp[j];
   }
@@ -405,8 +401,8 @@ void FoldOne(const float* u, const int32_t* perm, float* out, float* tmp, size_t
 void FastfoodProject(const float* x, const float* signs, const int32_t* perm,
                      const float* gauss, float scale, float* y, size_t nvec, size_t D, size_t d,
                      size_t n, size_t L) {
-  const int fold_nt = FoldThreads(nvec, L);
-  const int nt = VectorThreads(nvec, L);
+  const int fold_nt = CallThreads(nvec * L);
+  const int nt = static_cast<int>(std::min<size_t>(fold_nt, nvec));
   Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(nvec, t, n_t, &lo, &hi);
@@ -415,11 +411,7 @@ void FastfoodProject(const float* x, const float* signs, const int32_t* perm,
     float* u = v + L;
     float* tmp = u + n;
     for (size_t b = lo; b < hi; ++b) {
-      const float* xb = x + b * D;
-      for (size_t i = 0; i < D; ++i) v[i] = xb[i] * scale;           // pad, ·s
-      std::fill(v + D, v + L, 0.0f);
-      Fwht(v, v, 1, L);                                               // H
-      for (size_t i = 0; i < L; ++i) v[i] *= gauss[i];                // ·G
+      FwhtDiag(x + b * D, &scale, 1, gauss, L, v, 1, D, L);          // pad, ·s, H, ·G
       FoldOne(v, perm, u, tmp, n, L, fold_nt);                        // fold Πᵀ onto n
       Fwht(u, u, 1, n);                                               // H_n
       float* yb = y + b * d;
@@ -432,7 +424,7 @@ void FastfoodProject(const float* x, const float* signs, const int32_t* perm,
 void FastfoodLift(const float* z, const float* signs, const int32_t* perm, const float* gauss,
                   float scale, float* x, size_t nvec, size_t D, size_t d, size_t n, size_t L) {
   const uint32_t mask = static_cast<uint32_t>(n - 1);
-  const int nt = VectorThreads(nvec, L);
+  const int nt = static_cast<int>(std::min<size_t>(CallThreads(nvec * L), nvec));
   Parallel(nt, [&](int t, int n_t) {
     size_t lo, hi;
     Share(nvec, t, n_t, &lo, &hi);
@@ -535,7 +527,7 @@ struct RowHasher {
 // table[rows, cols] (+)= sketch of x[D]: 'hashed' from coefficients or 'cached' buckets.
 void SketchOne(const float* x, size_t D, size_t rows, uint32_t cols, const uint32_t* bcoef,
                const uint32_t* scoef, const int32_t* signed_buckets, float* table) {
-  const int nt = D >= (kThreadMin) ? MaxThreads() : 1;
+  const int nt = CallThreads(D);
   std::vector<std::vector<float>> priv(nt > 1 ? nt - 1 : 0);
   std::fill(table, table + rows * cols, 0.0f);
   Parallel(nt, [&](int t, int n_t) {
