@@ -176,7 +176,7 @@ def find(experiment: str, experiment_arg: str, workdir: str, *, name: str, metri
   lower = report.lower_is_better(metric)
   target = base / fraction if lower else base * fraction
   majority = majority_rate(base_summary, metric)
-  trivial = majority is not None and not lower and target <= majority
+  trivial = degenerate({'majority_rate': majority, 'lower_is_better': lower, 'target': target})
   if trivial:
     log(f'the target {metric} {target:.4f} is at or below the majority rate {majority:.4f}: a '
         'constant prediction reaches it, so d_int will be degenerate')

@@ -201,6 +201,12 @@ perm_fold_p = native.cpu_primitive(
     transpose_fn=lambda ct, perm, inv_perm, n: tile_gather(ct, perm, inv_perm))
 
 
+def _native_wht(wht_method: str | None) -> bool:
+  """Whether `wht_method` lets the kernels that compute the WHT natively run (None: the
+  backend's default, native on CPU)."""
+  return wht_method in (None, 'native')
+
+
 def _fwht_diag_xla(x, pre, post, *, L, m, wht_method):
   """``(pad_L(x) · pre) H_L · post``: x f[..., m], pre / post f[L] or f[1] -> f[..., L]."""
   del m
@@ -225,7 +231,7 @@ def fwht_diag(x, pre, post, L: int, wht_method: str | None = None) -> jax.Array:
   f[L] or f[1] (a scalar, as shape (1,)), all in one float dtype -> f[..., L]. With a WHT method
   other than the native one, the three steps apart."""
   params = {'L': L, 'm': x.shape[-1], 'wht_method': wht_method}
-  if wht_method in (None, 'native'):
+  if _native_wht(wht_method):
     return fwht_diag_p.bind(x, pre, post, **params)
   return _fwht_diag_xla(x, pre, post, **params)
 
@@ -307,8 +313,7 @@ def fastfood(D: int, d: int, wht_method: str | None = None,
     return FastfoodState(signs, perm, inv_perm, gauss, scale)
 
   params = {'D': D, 'd': d, 'n': n, 'wht_method': wht_method}
-  # The fused kernels compute the WHT natively: not when another method was asked for.
-  fused = L <= native.FASTFOOD_FUSED_MAX_L and wht_method in (None, 'native')
+  fused = L <= native.FASTFOOD_FUSED_MAX_L and _native_wht(wht_method)
 
   def operands(state, dt):
     return (state.signs.astype(dt), state.perm, state.inv_perm, state.gauss.astype(dt),

@@ -14,8 +14,9 @@ Contract:
   (default ``$XDG_CACHE_HOME/fedjax_intrinsic`` or ``~/.cache/fedjax_intrinsic``).
   ``FEDJAX_INTRINSIC_THREADS`` (read by the kernels, default 2) caps the threads per call.
 - FFI targets (all float32, cpu only): ``TARGET_FWHT``, ``TARGET_GATHER_TILE``,
-  ``TARGET_FOLD_PERM``, ``TARGET_FWHT_DIAG``, ``TARGET_FASTFOOD_PROJECT``, ``TARGET_FASTFOOD_LIFT`` (L <=
-  ``FASTFOOD_FUSED_MAX_L``), ``TARGET_SKETCH_HASHED``, ``TARGET_SKETCH_CACHED``;
+  ``TARGET_FOLD_PERM``, ``TARGET_FWHT_DIAG``, ``TARGET_FASTFOOD_PROJECT`` and
+  ``TARGET_FASTFOOD_LIFT`` (L <= ``FASTFOOD_FUSED_MAX_L``), ``TARGET_SKETCH_HASHED``,
+  ``TARGET_SKETCH_CACHED``;
   ``hadamard.py``, ``fastfood.py`` and ``sketch.py`` bind them through JAX primitives
   (``cpu_primitive``) whose lowering on other platforms (or without the kernels) is pure JAX.
 - ``status()`` -> dict: what was tried (library path, command, error) for diagnostics.
@@ -46,8 +47,9 @@ TARGET_FOLD_PERM = 'fedjax_fold_perm_f32'
 TARGET_FWHT_DIAG = 'fedjax_fwht_diag_f32'
 TARGET_FASTFOOD_PROJECT = 'fedjax_fastfood_project_f32'
 TARGET_FASTFOOD_LIFT = 'fedjax_fastfood_lift_f32'
-# Fastfood's fused project / lift kernels work on one vector at a time in a scratch of L
-# floats; for L at or above this (the kernels' threading threshold) the composition is used.
+# Fastfood's fused project / lift kernels carry one vector at a time through a scratch of L
+# floats (in cache, one thread per vector: below the kernels' 2^19-element threading bar); for
+# L above this the composition of the separate kernels is used.
 FASTFOOD_FUSED_MAX_L = 1 << 18
 _SYMBOLS = {TARGET_FWHT: 'FedjaxFwhtF32', TARGET_SKETCH_HASHED: 'FedjaxSketchHashedF32',
             TARGET_SKETCH_CACHED: 'FedjaxSketchCachedF32',

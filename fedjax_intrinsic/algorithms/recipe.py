@@ -86,6 +86,7 @@ def in_subspace(ctx: base.BuildContext, sub: compressors.Subspace):
   def train(theta, batches, shared):
     first = jax.tree.map(lambda b: b[0], batches)
     loss0, g = jax.value_and_grad(flat_loss)(theta, first)
+    # 0 − lr·g as local_sgd's step from 0 computes it (the same bits, zeros' signs included)
     u1 = jnp.zeros((sub.d,), jnp.float32) - ctx.client_lr * sub.op.project(shared, g)
     u_end = u1
     if jax.tree.leaves(batches)[0].shape[0] > 1:     # the number of steps is static
