@@ -15,8 +15,8 @@ process CPU time, medians):
 - `round`: the whole round 1 as a run executes it (`build.round_fn`: the config's method, client
   parallelism and cohort shortcut, server step included), from the initial server state;
 - with `--baseline=<method>` (e.g. uncompressed), `round_<method>`: the same config with that
-  method (the config file's argument with method= replaced, so its protocol is the config's
-  for that method), built on the same data and timed interleaved with the others: the ratio
+  method (the config file's argument with method= replaced and the first method's own fields,
+  such as d, dropped, so its protocol is the config's for that method), built on the same data and timed interleaved with the others: the ratio
   round / round_<method> is measured side by side.
 The FLOP counts are XLA's (`cost_analysis`) for the compiled programs, so `GFLOP/s` is what each
 piece reaches against the matmul's, from the median call and from the fastest (on a shared
@@ -52,22 +52,31 @@ def _flops(fn, *args) -> float | None:
   return None if not cost or 'flops' not in cost else float(cost['flops'])
 
 
-def round_piece(b) -> tuple:
-  """(fn, args) of round 1 from the initial server state, as `experiment.Experiment` runs it."""
-  state = jax.jit(b.algorithm.init)(b.params0)
-  store = simulation.ClientStateStore(b.client_state0, b.data.num_clients)
-  ids = b.cohorts.sample(1)
-  batches, weights, shard_ids = b.cohorts.device_inputs(1, ids, b.mesh)
-  args = (state, store.gather(shard_ids), batches, weights, shard_ids, b.cohorts.round_key(1))
-  return (lambda *a: b.round_fn(*a).server_state), args
+def round_piece(exp) -> tuple:
+  """(fn, args) of round 1 of the `experiment.Experiment` exp from its initial server state,
+  with the inputs and client states its `run_round` would pass."""
+  batches, weights, shard_ids = exp.cohorts.device_inputs(1, exp.cohort(1), exp.mesh)
+  args = (exp.init_state(), exp.clients.gather(shard_ids), batches, weights, shard_ids,
+          exp.cohorts.round_key(1))
+  return (lambda *a: exp.round_fn(*a).server_state), args
+
+
+def baseline_spec(spec: str, baseline: str, method_fields) -> str:
+  """The --config spec of the same experiment with method `baseline`: the argument's method=
+  replaced and the first method's own fields (`method_fields`, e.g. d) dropped."""
+  path, _, arg = spec.partition(':')
+  own = set(method_fields) | {'method'}
+  kept = [kv for kv in arg.split(',') if kv and kv.split('=', 1)[0] not in own]
+  return path + ':' + ','.join([f'method={baseline}'] + kept)
 
 
 def run(config, baseline_config=None, baseline: str = '') -> dict:
   """Times the pieces of `config`'s round (module docstring); with `baseline_config`, also the
   round of that config as piece `round_<baseline>`."""
-  from fedjax_intrinsic import build as build_lib, config as config_lib
+  from fedjax_intrinsic import config as config_lib, experiment
   from fedjax_intrinsic.models import base
-  b = build_lib.build(config)
+  exp = experiment.Experiment(config)
+  b = exp.build
   model, params = b.model, b.params0
   batch = merged_batch(b)
   test = b.data.test
@@ -102,9 +111,9 @@ def run(config, baseline_config=None, baseline: str = '') -> dict:
   }
   jitted = {name: jax.jit(fn) for name, (fn, _) in pieces.items()}
   flops = {name: _flops(fn, *args) for name, (fn, args) in pieces.items()}
-  rounds = {'round': round_piece(b)}     # already jitted (build.round_fn); FLOPs not counted
+  rounds = {'round': round_piece(exp)}     # already jitted (build.round_fn); FLOPs not counted
   if baseline_config is not None:
-    rounds[f'round_{baseline}'] = round_piece(build_lib.build(baseline_config))
+    rounds[f'round_{baseline}'] = round_piece(experiment.Experiment(baseline_config))
   for name, (fn, args) in rounds.items():
     pieces[name], jitted[name], flops[name] = (fn, args), fn, None
   fns = {name: (lambda *_, f=jitted[name], args=args: f(*args))
@@ -151,14 +160,13 @@ def main(argv):
   except ValueError as e:
     cli.refuse(e)
   spec = cli.spec()
-  stem = os.path.splitext(os.path.basename(spec.split(':', 1)[0]))[0]
-  arg = spec.split(':', 1)[1] if ':' in spec else ''
+  path, _, arg = spec.partition(':')
+  stem = os.path.splitext(os.path.basename(path))[0]
   name = stem + (('_' + re.sub(r'[^A-Za-z0-9=.]+', '_', arg)) if arg else '')
   baseline_config = None
   if f.baseline:
-    base_spec = stem_path = spec.split(':', 1)[0]
-    kept = [kv for kv in arg.split(',') if kv and not kv.startswith('method=')]
-    base_spec = stem_path + ':' + ','.join([f'method={f.baseline}'] + kept)
+    from fedjax_intrinsic import algorithms
+    base_spec = baseline_spec(spec, f.baseline, algorithms.fields_of(config.method.name))
     try:
       baseline_config = preflight.load_config(base_spec, [], field='--baseline')
       preflight.check(baseline_config)
@@ -169,11 +177,11 @@ def main(argv):
   res['config'] = spec
   if f.baseline:
     res['baseline_config'] = base_spec
-  path = f.out_json or os.path.join(common.RESULTS_DIR,
-                                    f'round_breakdown_{jax.default_backend()}_{name}.json')
-  common.write_json(path, res)
+  out = f.out_json or os.path.join(common.RESULTS_DIR,
+                                   f'round_breakdown_{jax.default_backend()}_{name}.json')
+  common.write_json(out, res)
   print(render(name, res))
-  print(f'wrote {path}')
+  print(f'wrote {out}')
 
 
 if __name__ == '__main__':

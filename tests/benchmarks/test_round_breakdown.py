@@ -44,12 +44,21 @@ def test_round_piece_is_the_runs_first_round(make_digits_config):
   import jax
   from fedjax_intrinsic import experiment
   c = make_digits_config('intrinsic_static', model='logreg', rounds=1, clients_per_round=3, d=32)
-  fn, args = rb.round_piece(build_lib.build(c))
-  exp = experiment.Experiment(c)
+  fn, args = rb.round_piece(experiment.Experiment(c))
+  exp = experiment.Experiment(c)            # a second one, run as run.py runs it
   state, _ = exp.run_round(exp.init_state(), 1)
   got = fn(*args)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_baseline_spec_keeps_the_experiment_and_drops_the_methods_own_fields():
+  from fedjax_intrinsic import algorithms
+  fields = algorithms.fields_of('intrinsic_static')
+  assert rb.baseline_spec('configs/tweets_minilm.py:method=intrinsic_static,d=4096,rounds=3',
+                          'uncompressed', fields) == 'configs/tweets_minilm.py:method=uncompressed,rounds=3'
+  assert rb.baseline_spec('configs/tweets_minilm.py', 'uncompressed', fields) == \
+      'configs/tweets_minilm.py:method=uncompressed'
 
 
 def test_bad_input_is_refused_in_one_line():
