@@ -389,6 +389,16 @@ def render_saved(name: str, section: str, render_section: Callable[[Sequence[dic
   update_readme_section(section, render_section(load_full_results(name)), readme)
 
 
+def int_list(flag: str, values: Sequence[str] | None) -> tuple[int, ...] | None:
+  """A list flag's values as ints (None when the flag is unset); ValueError naming the flag."""
+  if values is None:
+    return None
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ValueError(f'{flag}: every value must be an integer, got {list(values)}') from None
+
+
 def define_output_flags(name: str, section: str) -> tuple:
   """The --out_json, --readme and --render_only flags of a benchmark script (flag holders, in that
   order); call it from the script's entry point only."""

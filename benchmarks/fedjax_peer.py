@@ -59,7 +59,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import fedjax_peer_worker as worker
-from fedjax_intrinsic import fields
+from fedjax_intrinsic import cli, fields
 
 README_SECTION = 'fedjax'
 WORKER = os.path.abspath(worker.__file__)
@@ -494,20 +494,24 @@ def _settings() -> Settings:
   if _ROUNDS.value is not None:
     s = dataclasses.replace(s, rounds=_ROUNDS.value)
   if _COHORTS.value is not None:
-    s = dataclasses.replace(s, cohorts=tuple(int(c) for c in _COHORTS.value))
+    try:
+      s = dataclasses.replace(s, cohorts=common.int_list('cohorts', _COHORTS.value))
+    except ValueError as e:
+      cli.refuse(e)
   if _REPEATS.value is not None:
     s = dataclasses.replace(s, repeats=_REPEATS.value)
   if _STRATEGIES.value is not None:
     s = dataclasses.replace(s, strategies=tuple(_STRATEGIES.value))
   if s.rounds < 2 or s.repeats < 1 or not s.cohorts or not s.strategies:
-    raise app.UsageError(f'settings {s} are invalid; allowed: rounds >= 2, repeats >= 1, '
-                         'at least one cohort and one strategy')
+    cli.refuse(f'settings {s} are invalid; allowed: rounds >= 2, repeats >= 1, '
+               'at least one cohort and one strategy')
   return s
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   import jax
   settings = _settings()
   path = _OUT_JSON.value or output_path(settings, jax.default_backend())
@@ -528,4 +532,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from fedjax_intrinsic import algorithms, fields, keys, models, simulation
+from fedjax_intrinsic import algorithms, cli, fields, keys, models, simulation
 from fedjax_intrinsic.algorithms import base
 
 README_SECTION = 'memory'
@@ -693,17 +693,22 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
     common.render_saved('memory', README_SECTION, render_section, readme)
     return
-  cfg = make_config(_PRESET.value,
-                    models=tuple(_MODELS.value) if _MODELS.value else None,
-                    methods=tuple(_METHODS.value) if _METHODS.value else None,
-                    chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
-                    batch_size=_BATCH.value, seq_len=_SEQ.value,
-                    device_memory_gib=_DEVICE_GIB.value)
+  try:
+    cfg = make_config(_PRESET.value,
+                      models=tuple(_MODELS.value) if _MODELS.value else None,
+                      methods=tuple(_METHODS.value) if _METHODS.value else None,
+                      chunks=common.int_list('chunks', _CHUNKS.value),
+                      batch_size=_BATCH.value, seq_len=_SEQ.value,
+                      device_memory_gib=_DEVICE_GIB.value)
+  except ValueError as e:
+    cli.refuse(e)
   res = common.record_run('memory', README_SECTION, cfg.preset,
                           lambda on_progress: run(cfg, on_progress=on_progress), render,
                           render_section, _OUT_JSON.value, readme)
@@ -713,4 +718,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from fedjax_intrinsic import algorithms, config as config_lib, fields, keys, models, simulation
+from fedjax_intrinsic import algorithms, cli, config as config_lib, fields, keys, models, simulation
 from fedjax_intrinsic import data as data_lib
 from fedjax_intrinsic.data import batching
 
@@ -599,14 +599,19 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
+  cli.quiet_logs()
   readme = _README.value or common.README
   if _RENDER_ONLY.value:
     common.render_saved('simulation', README_SECTION, render_section, readme)
     return
-  cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
-                    chunks=tuple(int(c) for c in _CHUNKS.value) if _CHUNKS.value else None,
-                    models=tuple(_MODELS.value) if _MODELS.value else None)
+  try:
+    cfg = make_config(_PRESET.value, sections=tuple(_SECTIONS.value) if _SECTIONS.value else None,
+                      chunks=common.int_list('chunks', _CHUNKS.value),
+                      models=tuple(_MODELS.value) if _MODELS.value else None)
+  except ValueError as e:
+    cli.refuse(e)
   res = common.record_run('simulation', README_SECTION, cfg.preset,
                           lambda on_progress: run(cfg, on_progress=on_progress), render,
                           render_section, _OUT_JSON.value, readme)
@@ -618,4 +623,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(None))

@@ -177,7 +177,7 @@ def test_dense_gaussian_compiled_memory_stays_far_below_d_times_D():
 
 @pytest.mark.parametrize('kwargs, arg', [
     (dict(preset='huge'), 'preset'),
-    (dict(preset='full', log2_D=(25,)), 'log2_D'),
+    (dict(preset='full', log2_D=(26,)), 'log2_D'),
     (dict(preset='full', log2_D=('x',)), 'log2_D'),
     (dict(preset='full', large=True), 'large'),
     (dict(preset='full', ds=(0,)), 'ds'),

@@ -393,6 +393,11 @@ def test_strict_and_write_json(tmp_path):
     ('benchmarks.report', ['--workdir={tmp}/nope'], '--workdir'),
     ('benchmarks.intrinsic_dim', ['--fraction=2', '--workdir={tmp}/w'], '--fraction'),
     ('benchmarks.main_job', ['--config.seeds=0,-1', '--workdir={tmp}/w'], 'seeds'),
+    ('benchmarks.projections', ['--log2_D=x', '--out_json={tmp}/p.json'], 'log2_D'),
+    ('benchmarks.projections', ['--wht_log2_L=40', '--out_json={tmp}/p.json'], 'wht_log2_L'),
+    ('benchmarks.simulation', ['--chunks=a', '--out_json={tmp}/s.json'], 'chunks'),
+    ('benchmarks.memory', ['--preset=nope', '--out_json={tmp}/m.json'], 'preset'),
+    ('benchmarks.fedjax_peer', ['--cohorts=a', '--out_json={tmp}/f.json'], 'cohorts'),
 ])
 def test_benchmark_command_lines(module, args, field, tmp_path):
   out = _cli(*[a.format(tmp=tmp_path) for a in args], module=module)
