@@ -238,6 +238,37 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine() or 'unknown'
 
 
+def _cpu_detail() -> str | None:
+  """'family F model M, L2 X, L3 Y' from /proc/cpuinfo and sysfs (None where absent): CPUs that
+  report the same model name (e.g. 'AMD EPYC' under KVM) differ in these, and timings with them."""
+  ids = {}
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key in ('cpu family', 'model') and key not in ids:
+          ids[key] = value.strip()
+        if not line.strip() and ids:
+          break
+  except OSError:
+    pass
+  parts = [f'family {ids["cpu family"]} model {ids["model"]}'] if len(ids) == 2 else []
+  for level in (2, 3):
+    for index in range(8):
+      base = f'/sys/devices/system/cpu/cpu0/cache/index{index}/'
+      try:
+        with open(base + 'level') as f:
+          if f.read().strip() != str(level):
+            continue
+        with open(base + 'size') as f:
+          parts.append(f'L{level} {f.read().strip()}')
+        break
+      except OSError:
+        continue
+  return ', '.join(parts) or None
+
+
 def _mem_total_bytes() -> int | None:
   try:
     with open('/proc/meminfo') as f:
@@ -266,6 +297,7 @@ def machine_info() -> dict[str, Any]:
     usable = os.cpu_count()
   return {
       'cpu_model': _cpu_model(),
+      'cpu_detail': _cpu_detail(),
       'cpu_cores': os.cpu_count(),
       'cpu_cores_usable': usable,
       'mem_total_bytes': _mem_total_bytes(),
@@ -288,7 +320,8 @@ def machine_line(info: dict[str, Any]) -> str:
   dev = ''
   if info['backend'] != 'cpu':
     dev = f' ({info["device_count"]} x {info["device_kind"]})'
-  return (f'{info["cpu_model"]}, {info["cpu_cores_usable"]} cores{mem}; backend '
+  detail = f' ({info["cpu_detail"]})' if info.get('cpu_detail') else ''
+  return (f'{info["cpu_model"]}{detail}, {info["cpu_cores_usable"]} cores{mem}; backend '
           f'`{info["backend"]}`{dev}; jax {info["jax"]}, jaxlib {info["jaxlib"]}, '
           f'Python {info["python"]}; {info["date_utc"]}')
 

@@ -114,9 +114,11 @@ def test_compile_fn_and_memory_stats_match_the_shapes():
 
 def test_machine_info_fields():
   info = common.machine_info()
-  for k in ('cpu_model', 'cpu_cores', 'backend', 'jax', 'jaxlib', 'date_utc',
+  for k in ('cpu_model', 'cpu_detail', 'cpu_cores', 'backend', 'jax', 'jaxlib', 'date_utc',
             'load_average', 'device_kind'):
     assert k in info
+  if info['cpu_detail']:
+    assert f'({info["cpu_detail"]})' in common.machine_line(info)
   assert info['backend'] == jax.default_backend() and info['jax'] == jax.__version__
   line = common.machine_line(info)
   assert info['cpu_model'] in line and f'jax {jax.__version__}' in line
