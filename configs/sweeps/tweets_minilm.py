@@ -21,23 +21,18 @@ choice) for D = 22.7M, upload compression in brackets:
   PowerSGD rank 1 and 4. local_topk and powersgd run without client state (see
   configs/tweets_minilm.py).
 28 entries x 3 seeds = 84 cells.
-Cost, measured (2-core AMD EPYC CPU, 24 GiB; cell.json: load_average_at_start): on a nearly idle
-machine a one-gradient cell takes 180 s (uncompressed) to 285 s (intrinsic_time_varying, d = 2^17):
-about 10 s of start-up, 30 rounds and two evaluations of the 2,277 test tweets of about 32 s each;
-under the load of other jobs the 29 cells of the first pass took 216 s to 4,031 s (5.96 h in all).
-The 84 cells take about 6 hours on the idle 2-core CPU: OVER the issue's budget of 4 hours
-(decided, not fixed). A round is the cohort's gradient (80 tweets x 32 tokens: 3.23 s at 52 GFLOP/s,
-against 63 GFLOP/s for a bare float32 matmul in the same run; the server's Adam step 0.16 s:
-benchmarks.round_breakdown, benchmarks/README.md), so fitting 4 hours means about half the tweets
-seen (fewer rounds or clients per round); at round 15, half of this protocol's work, 13 of the 26 compressed seed-0 cells
-were at or below the majority rate, against 8 of 26 at round 30 (metrics.jsonl of each cell), so a
-half-size sweep would mostly compare methods that have not left the majority class. FedAvg runs 2
-local steps (configs/tweets_minilm.py), so that its cell (2x a one-step round's gradients) stays
-near the 6-minute cell budget; with 4 steps a FedAvg cell took 926 s, and with 2 steps its
-seed-0 cell took 1,015 s while another MiniLM job (the scratch protocol sweep) shared the 2 cores
-(not measured alone). Peak resident memory per cell
-(cell.json: peak_rss_mib) is up to 16.1 GiB (EF-SignSGD's per-client error memories); the other
-cells measured peaked at 3.2 to 7.0 GiB.
+Cost, measured on two 2-core AMD EPYC machines (sweep.json: machines; cell.json:
+load_average_at_start, peak_rss_mib). On a quiet Zen 5 (CPU family 26, 32 MiB of L3), 2026-12-02:
+53 s (true top-k) to 304 s (sketched SGD) a cell, within the 6-minute cell budget (one cell took
+351 s while the test suite ran beside it); FedAvg's 2 local steps 84-90 s; the 84 cells about 2.5
+hours from each entry's mean cell time (34 committed cells, plus seed 0 of the other 11 entries
+rerun there for the timing), within the issue's 4-hour budget. A round there is the cohort's
+gradient (80 tweets x 32 tokens: 0.76 s at 222 GFLOP/s against 331 GFLOP/s for a bare float32
+matmul; benchmarks.round_breakdown, benchmarks/README.md) plus the method's own work. On the
+earlier machine (Zen 1, 8 MiB of L3, shared: load average 3 to 13 from other jobs) the 28 cells of
+seed 0 took 216 s to 4,031 s (5.96 h in all), and a nearly idle one-gradient cell 180-285 s.
+Peak resident memory per cell is up to 16.1 GiB (EF-SignSGD's per-client error memories); the
+other cells peaked at 2.4 to 7.0 GiB.
 Resumable (benchmarks/sweep.py): a killed sweep continues with the first cell not done, so it may
 span sessions. Not run on a GPU; there `--config.overrides='("rounds=200", "data.seq_len=64")'` is
 the full-size variant.
