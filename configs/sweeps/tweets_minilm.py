@@ -26,7 +26,7 @@ load_average_at_start, peak_rss_mib). On a quiet Zen 5 (CPU family 26, 32 MiB of
 53 s (true top-k) to 304 s (sketched SGD) a cell, within the 6-minute cell budget (one cell took
 351 s while the test suite ran beside it); FedAvg's 2 local steps 84-90 s; the 84 cells about 2.5
 hours from each entry's mean cell time (34 committed cells, plus seed 0 of the other 11 entries
-rerun there for the timing), within the issue's 4-hour budget. A round there is the cohort's
+rerun there for the timing), within the 4-hour CPU budget. A round there is the cohort's
 gradient (80 tweets x 32 tokens: 0.76 s at 222 GFLOP/s against 331 GFLOP/s for a bare float32
 matmul; benchmarks.round_breakdown, benchmarks/README.md) plus the method's own work. On the
 earlier machine (Zen 1, 8 MiB of L3, shared: load average 3 to 13 from other jobs) the 28 cells of
