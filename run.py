@@ -59,8 +59,6 @@ def _progress(total_rounds):
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   config = cli.config(_DEFAULT_CONFIG)       # a bad file, argument or field: one line, exit 2
   from fedjax_intrinsic import config as config_lib, experiment, sharding

@@ -253,19 +253,15 @@ def _cpu_detail() -> str | None:
           break
   except OSError:
     pass
+  sizes = {}   # cache level -> size of cpu0's cache at that level (L1 has two: data, instruction)
+  for base in sorted(glob.glob('/sys/devices/system/cpu/cpu0/cache/index*/')):
+    try:
+      with open(base + 'level') as f, open(base + 'size') as g:
+        sizes.setdefault(f.read().strip(), g.read().strip())
+    except OSError:
+      continue
   parts = [f'family {ids["cpu family"]} model {ids["model"]}'] if len(ids) == 2 else []
-  for level in (2, 3):
-    for index in range(8):
-      base = f'/sys/devices/system/cpu/cpu0/cache/index{index}/'
-      try:
-        with open(base + 'level') as f:
-          if f.read().strip() != str(level):
-            continue
-        with open(base + 'size') as f:
-          parts.append(f'L{level} {f.read().strip()}')
-        break
-      except OSError:
-        continue
+  parts += [f'L{level} {sizes[level]}' for level in ('2', '3') if level in sizes]
   return ', '.join(parts) or None
 
 

@@ -509,8 +509,6 @@ def _settings() -> Settings:
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   import jax
   settings = _settings()

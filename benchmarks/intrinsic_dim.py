@@ -390,8 +390,6 @@ def check_inputs(experiment: str, arg: str, workdir: str, *, name: str, metric: 
 def main(argv):
   from absl import flags
   from fedjax_intrinsic import cli, config as config_lib
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   f = flags.FLAGS
   experiment, _, arg = f.config.partition(':')

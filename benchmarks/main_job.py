@@ -39,8 +39,6 @@ def table(rows) -> str:
 def main(argv):
   from absl import flags
   from fedjax_intrinsic import cli, config as config_lib, workdir as workdir_lib
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   sweep = cli.config(SWEEP)
   workdir = flags.FLAGS.workdir

@@ -50,7 +50,7 @@ from projections import sparsify
 
 SECTIONS = ('operators', 'dense_memory', 'sketch', 'sparsify', 'wht')
 REFERENCES = ('pass', 'inplace', 'sort')
-MAX_LOG2_D = {'cpu': 25}  # 2^25: MiniLM-L6's D padded (issue's CPU target); others: 27.
+MAX_LOG2_D = {'cpu': 25}  # 2^25: the padded D of configs/tweets_minilm.py; others: 27.
 ACCEL_MAX_LOG2_D = 27
 LARGE_LOG2_D = (25, 26, 27)
 README_SECTION = 'projections'
@@ -731,8 +731,6 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   F = flags.FLAGS
   readme = F.readme

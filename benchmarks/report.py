@@ -530,8 +530,6 @@ def readme_section(workdirs: Sequence[str]) -> str:
 def main(argv):
   from absl import flags
   from fedjax_intrinsic import cli
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   f = flags.FLAGS
   for workdir in f.workdir:     # every input checked before anything is written
     if not os.path.isdir(workdir) or not (os.path.exists(os.path.join(workdir, 'sweep.json')) or

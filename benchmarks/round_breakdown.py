@@ -150,8 +150,6 @@ def render(name: str, res: dict) -> str:
 def main(argv):
   from absl import flags
   from fedjax_intrinsic import cli, preflight
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   f = flags.FLAGS
   config = cli.config()          # a bad file, argument or field: one line, exit 2

@@ -599,8 +599,6 @@ def define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   readme = _README.value or common.README
   if _RENDER_ONLY.value:

@@ -523,8 +523,6 @@ def exit_code(states: dict) -> int:
 def main(argv):
   from absl import flags
   from fedjax_intrinsic import cli, config as config_lib
-  if len(argv) > 1:
-    cli.refuse(f'unexpected arguments {argv[1:]}; allowed: --flag=value arguments only')
   cli.quiet_logs()
   f = flags.FLAGS
   sweep = cli.config()

@@ -6,8 +6,8 @@
 
 `--config=path[:arg]` and `--config.a.b=value` are taken out of argv before absl parses the rest
 (absl would parse the config file while parsing flags, where a bad value escapes as a traceback):
-`preflight.load_config` then reads them. A bad absl flag (unknown, or a value of the wrong type) is
-refused the same way: `error: <one line>` on stderr, exit code 2. Logs: absl's INFO lines (JAX's
+`preflight.load_config` then reads them. A bad absl flag (unknown, or a value of the wrong type) or a
+positional argument is refused the same way: `error: <one line>` on stderr, exit code 2. Logs: absl's INFO lines (JAX's
 TPU probe, orbax's progress) are hidden unless --verbosity is given; warnings still show.
 """
 import re
@@ -62,13 +62,15 @@ def split_config_args(argv: list[str], name: str = 'config'):
 
 def flags_parser(name: Optional[str] = 'config'):
   """An absl `flags_parser` for app.run: takes out the config arguments (`name`; None: none), parses
-  the other flags, and refuses a bad flag in one line (exit 2)."""
+  the other flags, and refuses a bad flag or any positional argument in one line (exit 2)."""
   def parse(argv):
     rest, spec, overrides = (split_config_args(argv, name) if name else (argv, None, []))
     try:
       args = flags.FLAGS(rest)
     except flags.Error as e:
       refuse(e)
+    if len(args) > 1:
+      refuse(f'unexpected arguments {args[1:]}; allowed: --flag=value arguments only')
     _parsed.update(spec=spec, overrides=overrides, name=name)
     return args
   return parse

@@ -394,6 +394,7 @@ def test_strict_and_write_json(tmp_path):
     ('benchmarks.intrinsic_dim', ['--fraction=2', '--workdir={tmp}/w'], '--fraction'),
     ('benchmarks.main_job', ['--config.seeds=0,-1', '--workdir={tmp}/w'], 'seeds'),
     ('benchmarks.projections', ['--log2_D=x', '--out_json={tmp}/p.json'], 'log2_D'),
+    ('benchmarks.projections', ['extra', '--out_json={tmp}/p.json'], 'unexpected arguments'),
     ('benchmarks.projections', ['--wht_log2_L=40', '--out_json={tmp}/p.json'], 'wht_log2_L'),
     ('benchmarks.simulation', ['--chunks=a', '--out_json={tmp}/s.json'], 'chunks'),
     ('benchmarks.memory', ['--preset=nope', '--out_json={tmp}/m.json'], 'preset'),
